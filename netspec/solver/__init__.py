@@ -1,0 +1,11 @@
+"""Training with Caffe's exact solver rules: learning-rate policies and per-blob update rules.
+
+    rate, current_step = learning_rate(solver_param, iter, current_step, file=solver_path)
+    rule = make_update_rule(solver_param, file=solver_path)   # "SGD", "Nesterov", "AdaGrad", ...
+    rule.init(net.learnable_params())
+    rule.apply(net.learnable_params(), rate, iter)            # grads in .grad, weights updated in place
+"""
+from .lr_policy import POLICIES, learning_rate
+from .update import RULES, UpdateRule, make_update_rule, solver_type
+
+__all__ = ["POLICIES", "RULES", "UpdateRule", "learning_rate", "make_update_rule", "solver_type"]
