@@ -1,0 +1,55 @@
+"""Logical devices (a layer's `device` field) bound to torch devices by a device map.
+
+A map is written `gpu0=cuda:0,gpu1=cuda:1`; a single device (`cpu`, `cuda:0`) takes every name.
+Layers that name no device run on the net's default device.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import NetspecError
+
+
+class DeviceMap:
+    def __init__(self, spec: str | dict | None = None, default: str | torch.device = "cpu"):
+        self.default = torch.device(default)
+        self.bindings: dict[str, torch.device] = {}
+        self.catch_all: torch.device | None = None
+        if isinstance(spec, dict):
+            self.bindings = {k: torch.device(v) for k, v in spec.items()}
+        elif spec:
+            for part in str(spec).split(","):
+                part = part.strip()
+                if "=" in part:
+                    name, dev = (s.strip() for s in part.split("=", 1))
+                    self.bindings[name] = _device(dev, spec)
+                elif part:
+                    self.catch_all = _device(part, spec)
+        if self.catch_all is not None and not self.bindings:
+            self.default = self.catch_all
+
+    def resolve(self, logical: str | None, layer: str | None = None) -> torch.device:
+        if not logical:
+            return self.default
+        if logical in self.bindings:
+            return self.bindings[logical]
+        if self.catch_all is not None:
+            return self.catch_all
+        if not self.bindings:
+            return self.default
+        raise NetspecError(f"logical device '{logical}' is not in the device map "
+                           f"({', '.join(f'{k}={v}' for k, v in self.bindings.items())})", layer=layer)
+
+    def __repr__(self):
+        parts = [f"{k}={v}" for k, v in self.bindings.items()]
+        if self.catch_all is not None:
+            parts.append(str(self.catch_all))
+        return f"DeviceMap({','.join(parts) or self.default})"
+
+
+def _device(text: str, spec) -> torch.device:
+    try:
+        return torch.device(text)
+    except RuntimeError:
+        raise NetspecError(f"device map '{spec}': '{text}' is not a torch device "
+                           "(expected cpu, cuda, cuda:N, mps)") from None
