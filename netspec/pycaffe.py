@@ -272,6 +272,8 @@ class Net:
         """Propagate input blob shapes through the net (Caffe's Net::Reshape)."""
         shapes = {b: self.blobs[b].shape for b in self._net.input_names}
         for step in self._net.steps:
+            if step.is_input:
+                continue
             tops = step.layer.infer_top_shapes([shapes[b] for b in step.bottoms])
             shapes.update(zip(step.tops, (tuple(t) for t in tops)))
         for b, s in shapes.items():
