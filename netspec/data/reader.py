@@ -1,0 +1,132 @@
+"""Batches of a Data layer with background prefetch: Caffe's DataLayer::load_batch and its prefetch queue.
+
+Record order is Caffe 1.0's: one cursor walks the LMDB in key order and wraps to the first record
+after the last (DataLayer::Next). With several processes (torch.distributed, TRAIN only) every rank
+keeps the records whose running offset satisfies `offset % world_size == rank` (DataLayer::Skip), so
+rank r reads records r, r+W, r+2W, ... and the shares are disjoint; in TEST every rank reads all, as
+Caffe runs the test net on one solver. `rand_skip` skips a random number (< rand_skip) of records first.
+
+Batches are assembled by a pool of threads, `prefetch` batches ahead (OpenCV decoding and numpy's
+array arithmetic release the GIL). Records are assigned to batches in order under one lock and each
+batch draws its random crops/mirrors from its own generator seeded with (seed, batch index), so the
+output does not depend on thread timing.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from ..proto import pb
+from . import db as dbmod
+from .datum import parse
+from .transform import DataTransformer
+
+
+def peek(source) -> tuple[str, pb.Datum]:
+    """The first record of an LMDB (DataLayerSetUp reads it to shape the top blobs)."""
+    cur = dbmod.Cursor(source)
+    try:
+        key, value = cur.read()
+    finally:
+        cur.close()
+    return key, parse(value, key, str(source))
+
+
+class BatchReader:
+    """Yields (data float32 NxCxHxW, label float32 N) torch tensors, prefetched in background threads."""
+
+    def __init__(self, source, batch_size: int, transformer: DataTransformer, *, phase=pb.TRAIN, rand_skip=0,
+                 prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False):
+        self.source, self.batch_size, self.transformer = str(source), int(batch_size), transformer
+        self.cursor = dbmod.Cursor(source)
+        self.shard = world_size > 1 and phase == pb.TRAIN
+        self.rank, self.world_size, self.seed, self.pin_memory = rank, world_size, seed, pin_memory
+        self.prefetch = max(1, int(prefetch))
+        self.offset = 0
+        self._to_skip = int(np.random.default_rng([seed, 1 << 20]).integers(rand_skip)) if rand_skip else 0
+        self._lock, self._done = threading.Lock(), threading.Condition()
+        self._results: dict[int, object] = {}
+        self._next_read = self._next_out = self._submitted = 0
+        workers = workers or min(self.prefetch, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
+        self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor)
+
+    # ---- records (serial, under the lock) ---------------------------------------------------------
+    def _next_record(self) -> tuple[str, bytes]:
+        if self._to_skip:
+            self.cursor.skip(self._to_skip)
+            self._to_skip = 0
+        while self.shard and self.offset % self.world_size != self.rank:
+            self.cursor.skip(1)
+            self.offset += 1
+        self.offset += 1
+        return self.cursor.read()
+
+    def _claim(self) -> tuple[int, list]:
+        with self._lock:
+            index = self._next_read
+            self._next_read += 1
+            try:
+                return index, [self._next_record() for _ in range(self.batch_size)]
+            except BaseException as e:
+                return index, e
+
+    # ---- one batch (in a worker thread) -----------------------------------------------------------
+    def _assemble(self, index: int, records: list) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.transformer
+        rng = np.random.default_rng([self.seed, index])
+        data = label = data_np = label_np = None
+        for i, (key, value) in enumerate(records):
+            datum = parse(value, key, self.source)
+            image = t.array(datum, key)
+            if data is None:  # the first record of each batch shapes it, as Caffe's load_batch
+                shape = (self.batch_size,) + t.output_shape(image.shape, key)
+                data = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
+                label = torch.empty(self.batch_size, dtype=torch.float32, pin_memory=self.pin_memory)
+                data_np, label_np = data.numpy(), label.numpy()
+            t(image, rng, out=data_np[i], key=key)
+            label_np[i] = datum.label
+        return data, label
+
+    def _task(self) -> None:
+        index, result = self._claim()
+        if not isinstance(result, BaseException):
+            try:
+                result = self._assemble(index, result)
+            except BaseException as e:
+                result = e
+        with self._done:
+            self._results[index] = result
+            self._done.notify_all()
+
+    # ---- the consumer -----------------------------------------------------------------------------
+    def _fill(self) -> None:
+        while self._submitted < self._next_out + self.prefetch:
+            self._pool.submit(self._task)
+            self._submitted += 1
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch; a failure while preparing it is raised here."""
+        self._fill()
+        with self._done:
+            while self._next_out not in self._results:
+                self._done.wait()
+            result = self._results.pop(self._next_out)
+        self._next_out += 1
+        self._fill()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _shutdown(pool: ThreadPoolExecutor, cursor: dbmod.Cursor) -> None:
+    pool.shutdown(wait=True, cancel_futures=True)
+    cursor.close()

@@ -1,0 +1,140 @@
+"""Caffe's Data layer (src/caffe/layers/data_layer.cpp): batches of Datum records from an LMDB.
+
+No bottoms; tops `data` (N x C x H x W float32, transformed as transform_param says) and optionally
+`label` (N float32, as Caffe stores labels). The top shapes come from the first record, as Caffe's
+DataLayerSetUp peeks it. `source` and `mean_file` are relative to the current directory as in Caffe;
+when not found there they are looked up relative to the prototxt's folder (`source_dir`). Batches
+are prepared ahead by netspec.data.reader; on a CUDA layer they are pinned and copied asynchronously.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import torch
+
+from ..data import db as dbmod
+from ..data.reader import BatchReader, peek
+from ..data.transform import DataTransformer
+from ..errors import NetspecError
+from ..proto import pb
+from .base import Layer, register
+
+log = logging.getLogger("netspec.layers.data")
+
+# DataParameter fields that old prototxts put there instead of in transform_param (Caffe's
+# UpgradeNetDataTransformation moves them).
+_LEGACY_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
+
+
+@register("Data")
+class DataLayer(Layer):
+    exact_bottoms = 0
+    min_tops, max_tops = 1, 2
+    is_data = True
+
+    def __init__(self, lp: pb.LayerParameter, bottom_shapes=(), phase: int = pb.TRAIN, source_dir=None):
+        super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
+        self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
+        self._reader = None
+
+    # ---- paths ------------------------------------------------------------------------------------
+    def resolve(self, path: str, what: str) -> Path:
+        """`path` from the current directory as Caffe, else from the prototxt's folder."""
+        p = Path(path)
+        if p.exists() or p.is_absolute() or self.source_dir is None:
+            if not p.exists():
+                raise self.error(f"{what} '{path}' does not exist")
+            log.info("layer '%s': %s '%s'", self.name, what, p)
+            return p
+        q = Path(self.source_dir) / p
+        if not q.exists():
+            raise self.error(f"{what} '{path}' does not exist (looked in the current directory and in "
+                             f"'{self.source_dir}')")
+        log.info("layer '%s': %s '%s' not in the current directory; using '%s' (relative to the prototxt)",
+                 self.name, what, path, q)
+        return q
+
+    def _transform_param(self) -> pb.TransformationParameter:
+        tp = pb.TransformationParameter()
+        tp.CopyFrom(self.lp.transform_param)
+        dp = self.lp.data_param
+        for f in _LEGACY_TRANSFORM:
+            if dp.HasField(f) and not tp.HasField(f):
+                setattr(tp, f, getattr(dp, f))
+        if dp.force_encoded_color and not tp.HasField("force_color"):
+            tp.force_color = True
+        return tp
+
+    # ---- Layer hooks ------------------------------------------------------------------------------
+    def setup(self, bottom_shapes) -> None:
+        dp = self.lp.data_param
+        if dp.backend == pb.DataParameter.LEVELDB and dp.HasField("backend"):
+            raise self.error("backend LEVELDB is not supported: convert the data to LMDB "
+                             "(netspec convert-imagenet) and set backend: LMDB")
+        if dp.batch_size <= 0:
+            raise self.error("data_param.batch_size must be positive")
+        if not dp.source:
+            raise self.error("data_param.source is not set")
+        self.source = self.resolve(dp.source, "data source")
+        if not dbmod.is_lmdb(self.source):
+            raise self.error(f"data source '{self.source}' is not an LMDB (no data.mdb inside); LevelDB is "
+                             "not supported")
+        tp = self._transform_param()
+        mean_path = self.resolve(tp.mean_file, "mean_file") if tp.mean_file else None
+        try:
+            self.transformer = DataTransformer(tp, self.phase, mean_path, name=self.name)
+            key, datum = peek(self.source)
+            self.record_shape = self.transformer.output_shape(self.transformer.array(datum, key).shape, key)
+        except NetspecError as e:
+            raise e if e.layer else self.error(str(e)) from None
+        self.batch_size = int(dp.batch_size)
+
+    def infer_top_shapes(self, bottom_shapes):
+        shapes = [(self.batch_size,) + tuple(self.record_shape), (self.batch_size,)]
+        return shapes[:len(self.lp.top)]
+
+    def reader(self) -> BatchReader:
+        """The prefetching reader, started on first use (after the net is placed on its device)."""
+        if self._reader is None:
+            rank, world = 0, 1
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            dp = self.lp.data_param
+            self._reader = BatchReader(self.source, self.batch_size, self.transformer, phase=self.phase,
+                                       rand_skip=dp.rand_skip, prefetch=dp.prefetch, rank=rank,
+                                       world_size=world, seed=self.seed,
+                                       pin_memory=self._anchor.device.type == "cuda")
+        return self._reader
+
+    def forward(self):
+        try:
+            data, label = self.reader().next()
+        except NetspecError as e:
+            raise e if e.layer else self.error(str(e)) from None
+        device = self._anchor.device
+        if device.type != "cpu":
+            data, label = data.to(device, non_blocking=True), label.to(device, non_blocking=True)
+        return (data, label) if len(self.lp.top) == 2 else data
+
+    # ---- lifetime ---------------------------------------------------------------------------------
+    def reseed(self, seed: int) -> None:
+        """Restart reading from the first record with a new seed for crops and mirrors."""
+        self.close()
+        self.seed = int(seed)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_reader"] = None  # threads and LMDB handles do not copy; a copy starts reading afresh
+        return state
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, source='{self.lp.data_param.source}', batch_size={self.batch_size}"
