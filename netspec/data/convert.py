@@ -161,20 +161,29 @@ def _convert_one(job: tuple[int, str, int]):
     path = os.path.join(_WORKER["root"], rel)
     if not rel:
         return line_id, None, 0, None, "empty line in the list"
+    if not os.path.isfile(path):
+        return line_id, None, 0, None, "file not found"
     try:
         datum, warning = read_image_to_datum(path, label, _WORKER["opt"])
-    except (OSError, cv2.error) as e:
-        return line_id, None, 0, None, f"cannot be read: {e}"
+    except OSError as e:
+        return line_id, None, 0, None, f"cannot be read: {e.strerror}"
+    except cv2.error as e:
+        return line_id, None, 0, None, f"OpenCV failed: {' '.join(str(e).split())[-120:]}"
     if datum is None:
-        reason = "file not found" if not os.path.exists(path) else "OpenCV cannot decode it"
-        return line_id, None, 0, None, reason
+        return line_id, None, 0, None, "OpenCV cannot decode it"
     size = 0 if datum.encoded else len(datum.data)
     return line_id, datum.SerializeToString(), size, warning, None
 
 
 # ---- the conversion ---------------------------------------------------------------------------
 def _check_encoding(opt: Options) -> None:
-    if opt.encode_type and not cv2.imencode("." + opt.encode_type, np.zeros((1, 1, 3), np.uint8))[0]:
+    if not opt.encode_type:
+        return
+    try:
+        ok = cv2.imencode("." + opt.encode_type, np.zeros((1, 1, 3), np.uint8))[0]
+    except cv2.error:
+        ok = False
+    if not ok:
         raise NetspecError(f"--encode_type '{opt.encode_type}': OpenCV cannot encode this type")
 
 

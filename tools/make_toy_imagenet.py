@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Write a toy ImageNet: train/<wnid>/*.JPEG, val/*.JPEG, train.txt, val.txt, synsets.txt.
+
+    tools/make_toy_imagenet.py ROOT [--classes 10] [--per_class 50] [--seed 0]
+
+A thin wrapper over netspec.data.toy.main (also `netspec make-toy-imagenet`); Caffe's single-dash flags work.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from netspec.cli import caffe_flags  # noqa: E402
+from netspec.data.toy import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(caffe_flags(sys.argv[1:])))
