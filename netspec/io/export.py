@@ -1,0 +1,77 @@
+"""Trained blobs <-> a PyTorch state_dict file (.pt), for people leaving Caffe's formats behind.
+
+The file is a flat dict of tensors keyed `<layer>.<index>` (Caffe's layer name and blob index:
+`conv1.0` is conv1's weight, `conv1.1` its bias), written with torch.save to a temporary name and
+renamed, and loadable with `torch.load(path, weights_only=True)`. Nothing but tensors is stored, so
+loading runs no pickled code. `import_state_dict` turns such a file back into the layer -> blobs
+mapping that `write_caffemodel` and `load_weights` take; it also accepts keys that use netspec's blob
+names (`conv1.weight`, `bn1.variance`), which it maps to Caffe's blob order.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import NetspecError
+from .atomic import atomic_open
+from .blobs import as_float32
+
+# netspec's parameter names -> Caffe blob index (weight/bias of Convolution, InnerProduct, Scale,
+# PReLU...; BatchNorm's running statistics and their scale factor).
+BLOB_INDEX = {"weight": 0, "bias": 1, "mean": 0, "variance": 1, "scale_factor": 2}
+
+_KEY = re.compile(r"^(?P<layer>.+)\.(?P<blob>\d+|[A-Za-z_]\w*)$")
+
+
+def export_state_dict(params: Mapping[str, Sequence], path) -> None:
+    """Write `params` (layer name -> blobs, tensors or arrays) as a .pt state_dict, atomically."""
+    state = OrderedDict()
+    for layer, blobs in params.items():
+        for i, blob in enumerate(blobs):
+            state[f"{layer}.{i}"] = torch.from_numpy(as_float32(blob).copy())
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _load(path) -> Mapping:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise NetspecError("no such file (expected a .pt state_dict)", file=path) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NetspecError(f"not a tensors-only .pt state_dict: {first_line}", file=path) from None
+    if not isinstance(state, Mapping):
+        raise NetspecError(f"holds a {type(state).__name__}, expected a dict of tensors", file=path)
+    return state
+
+
+def import_state_dict(path) -> OrderedDict:
+    """layer name -> [float32 arrays in Caffe's blob order] from a .pt state_dict."""
+    layers: OrderedDict = OrderedDict()
+    for key, value in _load(path).items():
+        match = _KEY.match(str(key))
+        blob = match and match["blob"]
+        index = int(blob) if blob and blob.isdigit() else BLOB_INDEX.get(blob)
+        if index is None:
+            raise NetspecError(f"key '{key}' is not '<layer>.<blob index>' nor '<layer>.<"
+                               f"{'|'.join(BLOB_INDEX)}>'", file=path)
+        if not isinstance(value, torch.Tensor):
+            raise NetspecError(f"key '{key}' holds a {type(value).__name__}, expected a tensor", file=path)
+        blobs = layers.setdefault(match["layer"], {})
+        if index in blobs:
+            raise NetspecError(f"key '{key}': layer '{match['layer']}' has blob {index} twice", file=path)
+        blobs[index] = value.detach().to(torch.float32).numpy()
+    return OrderedDict((layer, _in_order(layer, blobs, path)) for layer, blobs in layers.items())
+
+
+def _in_order(layer: str, blobs: dict, path) -> list[np.ndarray]:
+    if sorted(blobs) != list(range(len(blobs))):
+        raise NetspecError(f"blobs {sorted(blobs)} are not numbered 0..{len(blobs) - 1}", file=path,
+                           layer=layer)
+    return [blobs[i] for i in range(len(blobs))]
