@@ -1,0 +1,147 @@
+"""Losses and Accuracy (Caffe's softmax_loss_layer.cpp, euclidean_loss_layer.cpp, accuracy_layer.cpp).
+
+Scores are (outer, C, inner...) with C on `axis`; labels hold outer·inner class indices (stored as
+floats, as Caffe stores them). Loss tops are scalars with a default loss weight of 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..proto import pb
+from .base import Layer, canonical_axis, register
+
+N = pb.LossParameter
+_LOG_FLT_MIN = math.log(1.1754943508222875e-38)  # Caffe clamps prob at FLT_MIN before the log
+
+
+class _Classify(Layer):
+    """Shared bookkeeping: class axis, outer/inner sizes, label check."""
+
+    exact_bottoms = 2
+
+    def _setup_axis(self, bottom_shapes, axis: int):
+        scores, labels = bottom_shapes
+        self.axis = canonical_axis(axis, len(scores), self)
+        self.outer = math.prod(scores[: self.axis])
+        self.inner = math.prod(scores[self.axis + 1 :])
+        self.classes = scores[self.axis]
+        if math.prod(labels) != self.outer * self.inner:
+            raise self.shape_error(
+                f"bottom 1 '{self.lp.bottom[1]}' has shape {labels} ({math.prod(labels)} labels); "
+                f"scores {scores} with classes on axis {self.axis} need "
+                f"{self.outer * self.inner}"
+            )
+
+    def _split(self, x, label):
+        """Scores as (outer, C, inner) and labels as (outer, inner) int64."""
+        return x.reshape(self.outer, self.classes, self.inner), label.reshape(self.outer, self.inner).long()
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(_Classify):
+    """Mean of -log softmax(x)[label]; top 1 (optional) is the softmax itself."""
+
+    min_tops, max_tops = 1, 2
+    default_loss_weight = 1.0
+
+    def setup(self, bottom_shapes):
+        self._setup_axis(bottom_shapes, self.param.axis)
+        lp = self.lp.loss_param
+        self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
+        if not lp.HasField("normalization") and lp.HasField("normalize"):
+            self.normalization = N.VALID if lp.normalize else N.BATCH_SIZE
+        else:
+            self.normalization = lp.normalization
+
+    def infer_top_shapes(self, bottom_shapes):
+        return [()] + [bottom_shapes[0]] * (len(self.lp.top) - 1)
+
+    def _normalizer(self, valid):
+        """Caffe's get_normalizer, including its floor of 1."""
+        full = float(self.outer * self.inner)
+        n = {N.FULL: full, N.BATCH_SIZE: float(self.outer), N.NONE: 1.0}.get(self.normalization)
+        if n is None:  # VALID
+            return valid.sum().to(torch.float32).clamp(min=1.0)
+        return max(1.0, n)
+
+    def forward(self, x, label):
+        scores, labels = self._split(x, label)
+        valid = (
+            torch.ones_like(labels, dtype=torch.bool)
+            if self.ignore_label is None
+            else labels != self.ignore_label
+        )
+        logp = F.log_softmax(scores, dim=1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
+        # The clamp changes the value only (log(FLT_MIN) floor); the gradient stays prob - 1 as in Caffe.
+        logp = logp + (logp.clamp(min=_LOG_FLT_MIN) - logp).detach()
+        loss = -(logp * valid).sum() / self._normalizer(valid)
+        if len(self.lp.top) == 1:
+            return loss
+        return loss, F.softmax(x, dim=self.axis)
+
+
+@register("EuclideanLoss")
+class EuclideanLoss(Layer):
+    """Σ (a - b)² / (2·N), N = the first axis."""
+
+    exact_bottoms, exact_tops = 2, 1
+    default_loss_weight = 1.0
+
+    def infer_top_shapes(self, bottom_shapes):
+        a, b = bottom_shapes
+        if math.prod(a[1:]) != math.prod(b[1:]) or a[:1] != b[:1]:
+            raise self.shape_error(f"bottoms have shapes {a} and {b}; they must have the same count per item")
+        return [()]
+
+    def forward(self, a, b):
+        return ((a - b.reshape(a.shape)) ** 2).sum() / (2.0 * a.shape[0])
+
+
+@register("Accuracy")
+class Accuracy(_Classify):
+    """Top-k accuracy: a label counts as right when fewer than top_k other scores are ≥ its score.
+
+    Ties therefore count against the label. Top 1 (optional) holds the accuracy per class.
+    Accuracy has no gradient.
+    """
+
+    min_tops, max_tops = 1, 2
+
+    def setup(self, bottom_shapes):
+        p = self.param
+        self._setup_axis(bottom_shapes, p.axis)
+        self.top_k = p.top_k
+        self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
+        if self.top_k > self.classes:
+            raise self.shape_error(
+                f"top_k {self.top_k} is more than the {self.classes} classes of bottom "
+                f"'{self.lp.bottom[0]}' {bottom_shapes[0]}"
+            )
+
+    def infer_top_shapes(self, bottom_shapes):
+        return [()] + [(self.classes,)] * (len(self.lp.top) - 1)
+
+    def forward(self, x, label):
+        with torch.no_grad():
+            scores, labels = self._split(x.detach(), label.detach())
+            valid = (
+                torch.ones_like(labels, dtype=torch.bool)
+                if self.ignore_label is None
+                else labels != self.ignore_label
+            )
+            true = scores.gather(1, torch.where(valid, labels, 0).unsqueeze(1))
+            better = (scores >= true).sum(dim=1) - 1  # the true class counts itself once
+            right = (better < self.top_k) & valid
+            acc = right.sum() / valid.sum().clamp(min=1)
+            acc = acc.to(x.dtype)
+            if len(self.lp.top) == 1:
+                return acc
+            onehot = labels.unsqueeze(-1) == torch.arange(self.classes, device=x.device)
+            seen = (onehot & valid.unsqueeze(-1)).sum(dim=(0, 1))
+            hits = (onehot & right.unsqueeze(-1)).sum(dim=(0, 1))
+            per_class = torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros((), device=x.device))
+            return acc, per_class.to(x.dtype)

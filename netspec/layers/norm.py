@@ -1,0 +1,184 @@
+"""Normalisation layers: LRN, BatchNorm, Scale, Bias (Caffe's lrn_layer.cpp, batch_norm_layer.cpp,
+scale_layer.cpp, bias_layer.cpp).
+
+LRN (Krizhevsky et al. 2012, section 3.3) has two regions:
+- ACROSS_CHANNELS: y = x · (k + α/n · Σ x²)^-β, the sum over n channels centred on each, zero padded;
+- WITHIN_CHANNEL: y = x · (1 + α · AVE_POOL_{nxn}(x²))^-β. Caffe builds it from its Pooling layer
+  (pad (n-1)/2, stride 1), whose divisor is always n² here, and from a Power layer with shift 1:
+  `k` is not used.
+BatchNorm keeps Caffe's three blobs: running mean and variance sums and their scale factor; the
+statistics are those sums divided by the factor (factor 0 reads as 0). It has no learned affine
+part: Caffe pairs it with a Scale layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..proto import pb
+from .base import Layer, canonical_axis, register
+
+
+@register("LRN")
+class LRN(Layer):
+    exact_bottoms = exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        p, shape = self.param, bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.shape_error(
+                f"bottom '{self.lp.bottom[0]}' has shape {shape}; LRN needs 4 axes (N, C, H, W)"
+            )
+        if p.local_size % 2 == 0:
+            raise self.error(f"local_size must be odd, found {p.local_size}")
+        self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
+        self.across = p.norm_region == pb.LRNParameter.ACROSS_CHANNELS
+
+    def infer_top_shapes(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def forward(self, x):
+        pre = (self.size - 1) // 2
+        sq = x * x
+        if self.across:
+            # Mean over the n-channel window with zero padding = (1/n)·Σ x².
+            mean = F.avg_pool3d(sq.unsqueeze(1), (self.size, 1, 1), stride=1, padding=(pre, 0, 0)).squeeze(1)
+            scale = self.k + self.alpha * mean
+        else:
+            mean = F.avg_pool2d(sq, self.size, stride=1, padding=pre, count_include_pad=True)
+            scale = 1.0 + self.alpha * mean
+        return x * scale.pow(-self.beta)
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    exact_bottoms = exact_tops = 1
+    blob_names = ("mean", "variance", "scale_factor")
+
+    def setup(self, bottom_shapes):
+        p, shape = self.param, bottom_shapes[0]
+        for i, spec in enumerate(self.lp.param):
+            if spec.lr_mult != 0:
+                raise self.error(
+                    f"param {i} has lr_mult {spec.lr_mult}; BatchNorm statistics are not learned "
+                    "(lr_mult must be 0)"
+                )
+        self.use_global_stats = (
+            p.use_global_stats if p.HasField("use_global_stats") else self.phase == pb.TEST
+        )
+        self.maf, self.eps = p.moving_average_fraction, p.eps
+        self.channels = shape[1] if len(shape) > 1 else 1
+        for name, n in zip(self.blob_names, (self.channels, self.channels, 1)):
+            self.new_blob(name, (n,), requires_grad=False)
+
+    def infer_top_shapes(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    def _view(self, v, x):
+        return v.reshape((1, -1) + (1,) * (x.dim() - 2)) if x.dim() > 1 else v
+
+    def forward(self, x):
+        if x.dim() > 1 and x.shape[1] != self.channels:
+            raise self.shape_error(
+                f"bottom has {x.shape[1]} channels, the layer was set up for {self.channels}"
+            )
+        if self.use_global_stats:
+            sf = self.scale_factor[0]
+            inv = torch.where(sf == 0, torch.zeros_like(sf), 1.0 / sf)
+            mean, var = self.mean * inv, self.variance * inv
+        else:
+            dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
+            mean = x.mean(dim=dims)
+            var = ((x - self._view(mean, x)) ** 2).mean(dim=dims)  # biased, as Caffe's E((X-EX)²)
+            self._update_stats(mean.detach(), var.detach(), x.numel() // self.channels)
+        return (x - self._view(mean, x)) / self._view(torch.sqrt(var + self.eps), x)
+
+    def _update_stats(self, mean, var, m: int):
+        """Caffe's running sums: factor·maf + 1, mean·maf + μ, variance·maf + m/(m-1)·σ²."""
+        with torch.no_grad():
+            self.scale_factor.mul_(self.maf).add_(1.0)
+            self.mean.mul_(self.maf).add_(mean)
+            self.variance.mul_(self.maf).add_(var * (m / (m - 1) if m > 1 else 1.0))
+
+
+class _Affine(Layer):
+    """Shared shape logic of Scale and Bias: a blob broadcast over bottom axes [axis, axis+num_axes)."""
+
+    min_bottoms, max_bottoms = 1, 2
+    exact_tops = 1
+
+    def _operand_shape(self, bottom_shapes, axis: int, num_axes: int):
+        """Axis where the operand starts, and its shape, for the 1- or 2-bottom form."""
+        shape = bottom_shapes[0]
+        if len(bottom_shapes) == 2:
+            other = bottom_shapes[1]
+            start = 0 if len(other) == 0 else canonical_axis(axis, len(shape), self)
+            if tuple(shape[start : start + len(other)]) != tuple(other):
+                raise self.shape_error(
+                    f"bottom 1 '{self.lp.bottom[1]}' has shape {other}, which does not match "
+                    f"bottom 0 {shape} from axis {start}"
+                )
+            return start, tuple(other)
+        start = canonical_axis(axis, len(shape), self) if shape else 0
+        if num_axes < -1:
+            raise self.error(f"num_axes must be -1 or more, found {num_axes}")
+        end = len(shape) if num_axes == -1 else start + num_axes
+        if end > len(shape):
+            raise self.shape_error(
+                f"bottom '{self.lp.bottom[0]}' has shape {shape}: axis {start} + num_axes "
+                f"{num_axes} goes past its last axis"
+            )
+        return start, tuple(shape[start:end])
+
+    def _broadcast(self, v, x):
+        return v.reshape((1,) * self.start + tuple(v.shape) + (1,) * (x.dim() - self.start - v.dim()))
+
+    def infer_top_shapes(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+
+@register("Scale")
+class Scale(_Affine):
+    """y = x · scale (+ bias); scale is blob 0, or bottom 1 in the two-bottom form."""
+
+    def setup(self, bottom_shapes):
+        p = self.param
+        self.start, shape = self._operand_shape(bottom_shapes, p.axis, p.num_axes)
+        names = []
+        if len(bottom_shapes) == 1:
+            self.new_blob("scale", shape)
+            names.append("scale")
+        self.bias_term = p.bias_term
+        if self.bias_term:
+            self.new_blob("bias", shape)
+            names.append("bias")
+        self.blob_names = tuple(names)
+
+    def filler(self, blob_name):
+        p = self.param
+        if blob_name == "bias":
+            return p.bias_filler if p.HasField("bias_filler") else None
+        return p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=1.0)
+
+    def forward(self, x, scale=None):
+        y = x * self._broadcast(self.scale if scale is None else scale, x)
+        return y + self._broadcast(self.bias, x) if self.bias_term else y
+
+
+@register("Bias")
+class Bias(_Affine):
+    """y = x + bias; bias is blob 0, or bottom 1 in the two-bottom form."""
+
+    def setup(self, bottom_shapes):
+        p = self.param
+        self.start, shape = self._operand_shape(bottom_shapes, p.axis, p.num_axes)
+        if len(bottom_shapes) == 1:
+            self.new_blob("bias", shape)
+            self.blob_names = ("bias",)
+
+    def filler(self, blob_name):
+        return self.param.filler if self.param.HasField("filler") else None
+
+    def forward(self, x, bias=None):
+        return x + self._broadcast(self.bias if bias is None else bias, x)
