@@ -1,0 +1,118 @@
+"""The layer registry, and one smoke test over every registered layer type (netspec/layers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from layer_runner import make_layer
+from netspec.errors import NetspecError
+from netspec.layers import REGISTRY, Layer, layer_class, register
+from netspec.proto import pb
+
+# type -> (LayerParameter text, bottom shapes, number of tops).
+SMOKE = {
+    "AbsVal": ("", [(2, 3)], 1),
+    "Accuracy": ("accuracy_param { top_k: 2 }", [(4, 3), (4,)], 2),
+    "BNLL": ("", [(2, 3)], 1),
+    "BatchNorm": ("", [(4, 3, 2, 2)], 1),
+    "Bias": ("", [(2, 3, 4)], 1),
+    "Clip": ("clip_param { min: -1 max: 1 }", [(2, 3)], 1),
+    "Concat": ("", [(2, 3, 4), (2, 1, 4)], 1),
+    "Convolution": (
+        "convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 2 }",
+        [(2, 6, 7, 7)],
+        1,
+    ),
+    "Deconvolution": (
+        "convolution_param { num_output: 4 kernel_size: 4 stride: 2 pad: 1 }",
+        [(2, 6, 5, 5)],
+        1,
+    ),
+    "Dropout": ("", [(2, 3)], 1),
+    "DummyData": ("dummy_data_param { shape { dim: 2 dim: 3 } data_filler { type: 'gaussian' } }", [], 1),
+    "ELU": ("", [(2, 3)], 1),
+    "Eltwise": ("eltwise_param { operation: MAX }", [(2, 3), (2, 3), (2, 3)], 1),
+    "EuclideanLoss": ("", [(2, 3), (2, 3)], 1),
+    "Exp": ("", [(2, 3)], 1),
+    "Flatten": ("", [(2, 3, 4)], 1),
+    "InnerProduct": ("inner_product_param { num_output: 5 }", [(2, 3, 4)], 1),
+    "Input": ("input_param { shape { dim: 2 dim: 3 } }", [], 2),
+    "LRN": ("lrn_param { local_size: 3 }", [(2, 4, 3, 3)], 1),
+    "Log": ("log_param { shift: 10 }", [(2, 3)], 1),
+    "PReLU": ("", [(2, 3, 4)], 1),
+    "Pooling": ("pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }", [(2, 3, 6, 6)], 2),
+    "Power": ("power_param { power: 2 }", [(2, 3)], 1),
+    "ReLU": ("", [(2, 3)], 1),
+    "Reshape": ("reshape_param { shape { dim: -1 } }", [(2, 3)], 1),
+    "Scale": ("scale_param { bias_term: true }", [(2, 3, 4)], 1),
+    "Sigmoid": ("", [(2, 3)], 1),
+    "Silence": ("", [(2, 3)], 0),
+    "Slice": ("slice_param { axis: 0 }", [(4, 3)], 2),
+    "Softmax": ("", [(2, 3)], 1),
+    "SoftmaxWithLoss": ("", [(2, 3, 2), (2, 2)], 2),
+    "Split": ("", [(2, 3)], 3),
+    "Swish": ("", [(2, 3)], 1),
+    "TanH": ("", [(2, 3)], 1),
+    "Threshold": ("", [(2, 3)], 1),
+}
+LABELLED = {"Accuracy", "SoftmaxWithLoss"}  # bottom 1 holds class labels
+NEEDS_FILES = {"Data": "reads an LMDB; tested in the Data layer's own tests"}
+
+
+def _bottoms(type_name, shapes):
+    return [
+        torch.randint(0, 2, s).float() if i == 1 and type_name in LABELLED else torch.rand(s)
+        for i, s in enumerate(shapes)
+    ]
+
+
+@pytest.mark.parametrize("phase", [pb.TRAIN, pb.TEST], ids=["TRAIN", "TEST"])
+@pytest.mark.parametrize("type_name", sorted(REGISTRY))
+def test_every_type_builds_and_runs(type_name, phase):
+    if type_name in NEEDS_FILES:
+        pytest.skip(NEEDS_FILES[type_name])
+    assert type_name in SMOKE, f"layer type '{type_name}' has no smoke case in SMOKE: add one"
+    text, shapes, tops = SMOKE[type_name]
+    layer = make_layer(f'type: "{type_name}" {text}', shapes, phase=phase, tops=tops)
+    layer.fill(torch.Generator().manual_seed(0))
+    bottoms = _bottoms(type_name, shapes)
+    out = layer(*bottoms)
+    out = out if isinstance(out, tuple) else (out,)
+    assert [tuple(t.shape) for t in out] == layer.top_shapes, type_name
+    assert all(torch.isfinite(t).all() for t in out), type_name
+    assert len(layer.blobs) == len(layer.blob_names)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("type_name", sorted(SMOKE))
+def test_every_type_runs_on_cuda_as_on_cpu(type_name):
+    text, shapes, tops = SMOKE[type_name]
+    layer = make_layer(f'type: "{type_name}" {text}', shapes, phase=pb.TEST, tops=tops)
+    layer.fill(torch.Generator().manual_seed(0))
+    bottoms = _bottoms(type_name, shapes)
+    want = layer(*bottoms)
+    got = layer.cuda()(*[b.cuda() for b in bottoms])
+    want, got = (t if isinstance(t, tuple) else (t,) for t in (want, got))
+    for w, g in zip(want, got):
+        assert g.device.type == "cuda" and g.shape == w.shape, type_name
+        if type_name != "DummyData":  # random draws
+            assert torch.allclose(g.cpu(), w, rtol=1e-4, atol=1e-5), type_name
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="'ReLU' is registered twice"):
+        register("ReLU")(type("AnotherReLU", (Layer,), {}))
+    assert REGISTRY["ReLU"].__name__ == "ReLU"
+
+
+def test_unknown_type_lists_known_ones():
+    with pytest.raises(
+        NetspecError, match=r"layer 'x': unknown layer type 'Convolutoin' \(known types: .*Convolution"
+    ):
+        layer_class("Convolutoin", "x")
+
+
+def test_arity_is_checked_with_the_layer_name():
+    with pytest.raises(NetspecError, match=r"layer 'test': ReLU takes 1 bottom blob\(s\), found 2"):
+        make_layer('type: "ReLU"', [(2,), (2,)])
