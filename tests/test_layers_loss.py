@@ -111,3 +111,15 @@ def test_accuracy_spatial_and_no_gradient():
 def test_accuracy_top_k_at_most_classes():
     with pytest.raises(ShapeError, match="top_k 4"):
         make_layer('type: "Accuracy" accuracy_param { top_k: 4 }', [(2, 3), (2,)])
+
+
+def test_batch_size_may_change_after_setup():
+    """Caffe reshapes every forward: a layer set up for 4 items runs on 2."""
+    loss = make_layer('type: "SoftmaxWithLoss" loss_param { normalization: BATCH_SIZE }', [(4, 3), (4,)])
+    acc = make_layer('type: "Accuracy"', [(4, 3), (4,)], tops=2)
+    x, label = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]), torch.tensor([0.0, 1.0])
+    assert loss.infer_top_shapes([(2, 3), (2,)]) == [()]
+    want = -(torch.log_softmax(x, 1)[0, 0] + torch.log_softmax(x, 1)[1, 1]) / 2
+    assert torch.allclose(loss(x, label), want)
+    top, per_class = acc(x, label)
+    assert top.item() == 0.5 and per_class.tolist() == [1.0, 0.0, 0.0]

@@ -204,3 +204,10 @@ def test_bad_parameters(param, message):
 def test_needs_four_axes():
     with pytest.raises(NetspecError, match=r"\(2, 8\).*4 axes"):
         make_layer('type: "Pooling" pooling_param { kernel_size: 2 }', [(2, 8)])
+
+
+def test_global_pooling_follows_a_new_bottom_size():
+    layer = make_layer('type: "Pooling" pooling_param { pool: AVE global_pooling: true }', [(1, 2, 4, 4)])
+    x = torch.randn(3, 2, 6, 5)
+    assert layer.infer_top_shapes([x.shape]) == [(3, 2, 1, 1)]
+    assert torch.allclose(layer(x), x.mean(dim=(2, 3), keepdim=True), atol=1e-6)

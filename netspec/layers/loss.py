@@ -19,26 +19,29 @@ _LOG_FLT_MIN = math.log(1.1754943508222875e-38)  # Caffe clamps prob at FLT_MIN 
 
 
 class _Classify(Layer):
-    """Shared bookkeeping: class axis, outer/inner sizes, label check."""
+    """Shared bookkeeping: class axis, outer/inner sizes (recomputed per call, as Caffe's Reshape
+    does, so the batch size may change), label count check."""
 
     exact_bottoms = 2
 
-    def _setup_axis(self, bottom_shapes, axis: int):
-        scores, labels = bottom_shapes
-        self.axis = canonical_axis(axis, len(scores), self)
-        self.outer = math.prod(scores[: self.axis])
-        self.inner = math.prod(scores[self.axis + 1 :])
-        self.classes = scores[self.axis]
-        if math.prod(labels) != self.outer * self.inner:
+    def _geometry(self, scores, labels) -> tuple[int, int, int]:
+        """(outer, classes, inner) of a scores shape, checking the labels shape against it."""
+        outer, inner = math.prod(scores[: self.axis]), math.prod(scores[self.axis + 1 :])
+        if math.prod(labels) != outer * inner:
             raise self.shape_error(
-                f"bottom 1 '{self.lp.bottom[1]}' has shape {labels} ({math.prod(labels)} labels); "
-                f"scores {scores} with classes on axis {self.axis} need "
-                f"{self.outer * self.inner}"
+                f"bottom 1 '{self.lp.bottom[1]}' has shape {tuple(labels)} ({math.prod(labels)} labels); "
+                f"scores {tuple(scores)} with classes on axis {self.axis} need {outer * inner}"
             )
+        return outer, scores[self.axis], inner
+
+    def _setup_axis(self, bottom_shapes, axis: int):
+        self.axis = canonical_axis(axis, len(bottom_shapes[0]), self)
+        self.classes = self._geometry(*bottom_shapes)[1]
 
     def _split(self, x, label):
         """Scores as (outer, C, inner) and labels as (outer, inner) int64."""
-        return x.reshape(self.outer, self.classes, self.inner), label.reshape(self.outer, self.inner).long()
+        outer, classes, inner = self._geometry(x.shape, label.shape)
+        return x.reshape(outer, classes, inner), label.reshape(outer, inner).long()
 
 
 @register("SoftmaxWithLoss")
@@ -58,12 +61,13 @@ class SoftmaxWithLoss(_Classify):
             self.normalization = lp.normalization
 
     def infer_top_shapes(self, bottom_shapes):
+        self._geometry(*bottom_shapes)
         return [()] + [bottom_shapes[0]] * (len(self.lp.top) - 1)
 
     def _normalizer(self, valid):
-        """Caffe's get_normalizer, including its floor of 1."""
-        full = float(self.outer * self.inner)
-        n = {N.FULL: full, N.BATCH_SIZE: float(self.outer), N.NONE: 1.0}.get(self.normalization)
+        """Caffe's get_normalizer, including its floor of 1; `valid` is the (outer, inner) mask."""
+        outer, inner = valid.shape
+        n = {N.FULL: float(outer * inner), N.BATCH_SIZE: float(outer), N.NONE: 1.0}.get(self.normalization)
         if n is None:  # VALID
             return valid.sum().to(torch.float32).clamp(min=1.0)
         return max(1.0, n)
@@ -123,7 +127,8 @@ class Accuracy(_Classify):
             )
 
     def infer_top_shapes(self, bottom_shapes):
-        return [()] + [(self.classes,)] * (len(self.lp.top) - 1)
+        classes = self._geometry(*bottom_shapes)[1]
+        return [()] + [(classes,)] * (len(self.lp.top) - 1)
 
     def forward(self, x, label):
         with torch.no_grad():
@@ -140,7 +145,7 @@ class Accuracy(_Classify):
             acc = acc.to(x.dtype)
             if len(self.lp.top) == 1:
                 return acc
-            onehot = labels.unsqueeze(-1) == torch.arange(self.classes, device=x.device)
+            onehot = labels.unsqueeze(-1) == torch.arange(scores.shape[1], device=x.device)
             seen = (onehot & valid.unsqueeze(-1)).sum(dim=(0, 1))
             hits = (onehot & right.unsqueeze(-1)).sum(dim=(0, 1))
             per_class = torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros((), device=x.device))

@@ -54,6 +54,7 @@ class Pooling(Layer):
             raise self.error("only MAX pooling has a second (mask) top")
         self.pad = self._hw(p, "pad", "pad_h", "pad_w", 0)
         self.stride = self._hw(p, "stride", "stride_h", "stride_w", 1)
+        self.global_pooling = p.global_pooling
         if p.global_pooling:
             if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
                 raise self.error("global_pooling takes its kernel from the bottom; give no kernel size")
@@ -79,7 +80,13 @@ class Pooling(Layer):
             out -= 1
         return out
 
+    def _reshape(self, shape):
+        """Caffe's Reshape: global pooling takes its kernel from the current bottom."""
+        if self.global_pooling:
+            self.kernel = (int(shape[2]), int(shape[3]))
+
     def infer_top_shapes(self, bottom_shapes):
+        self._reshape(bottom_shapes[0])
         n, c, h, w = bottom_shapes[0]
         if h + 2 * self.pad[0] < self.kernel[0] or w + 2 * self.pad[1] < self.kernel[1]:
             raise self.shape_error(
@@ -174,6 +181,7 @@ class Pooling(Layer):
         return cols.gather(1, pick).reshape(x.shape[0], x.shape[1], out[0], out[1])
 
     def forward(self, x):
+        self._reshape(x.shape)
         out = (self._out_size(x.shape[2], 0), self._out_size(x.shape[3], 1))
         if self.method == P.MAX:
             return self._max(x, out)
