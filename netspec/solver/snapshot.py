@@ -1,0 +1,118 @@
+"""Snapshots: Caffe's file names, the .caffemodel + .solverstate pair, and restoring from it
+(Solver::Snapshot, SnapshotFilename, CheckSnapshotWritePermissions and Restore in
+src/caffe/solver.cpp; SGDSolver's SolverState read/write in src/caffe/solvers/sgd_solver.cpp;
+UpgradeSnapshotPrefixProperty in src/caffe/util/upgrade_proto.cpp).
+
+Both files are written atomically (netspec.io.atomic), the weights first, so a crash mid-snapshot
+leaves the previous pair intact; and weights that are not finite are never written.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import NetspecError
+from ..io.caffemodel import load_weights, write_caffemodel
+from ..io.solverstate import check_history, history_arrays, make_solverstate, read_solverstate, write_solverstate
+from ..proto import pb
+
+log = logging.getLogger(__name__)
+
+
+def upgrade_snapshot_prefix(sp: pb.SolverParameter, solver_path) -> None:
+    """No prefix: the solver file's path without extension; a folder: that folder / the file's stem.
+    A prefix whose folder is missing from the current directory but exists next to the solver file
+    is taken from there (netspec resolves the solver's net paths the same way)."""
+    if solver_path is None:
+        return
+    solver_path = Path(solver_path)
+    if not sp.HasField("snapshot_prefix"):
+        sp.snapshot_prefix = str(solver_path.with_suffix(""))
+        log.info("snapshot_prefix was not specified and is set to %s", sp.snapshot_prefix)
+        return
+    prefix = Path(sp.snapshot_prefix)
+    if not prefix.is_absolute() and not prefix.parent.is_dir() and not prefix.is_dir():
+        alt = solver_path.parent / prefix
+        if alt.parent.is_dir():
+            log.info("snapshot_prefix '%s': folder not found from %s; using %s", prefix, Path.cwd(), alt)
+            prefix = alt
+            sp.snapshot_prefix = str(alt)
+    if prefix.is_dir():
+        sp.snapshot_prefix = str(prefix / solver_path.stem)
+        log.info("snapshot_prefix was a directory and is replaced to %s", sp.snapshot_prefix)
+
+
+def check_snapshot_prefix(sp: pb.SolverParameter, source=None) -> None:
+    """Caffe's CheckSnapshotWritePermissions: fail now, not after hours of training."""
+    if not sp.snapshot and not sp.snapshot_after_train:
+        return
+    if not sp.HasField("snapshot_prefix"):
+        if sp.snapshot:
+            raise NetspecError("snapshot is set but snapshot_prefix is not", file=source)
+        return
+    folder = Path(sp.snapshot_prefix).parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise NetspecError(f"cannot write snapshots to snapshot_prefix '{sp.snapshot_prefix}': folder "
+                           f"'{folder}' {'is not writable' if folder.is_dir() else 'does not exist'}",
+                           file=source)
+
+
+def snapshot_filename(sp: pb.SolverParameter, iter: int, extension: str) -> str:
+    return f"{sp.snapshot_prefix}_iter_{iter}{extension}"
+
+
+def _finite(tensors) -> bool:
+    flags = [torch.isfinite(t.detach()).all() for t in tensors]
+    return bool(torch.stack([f.cpu() for f in flags]).all()) if flags else True
+
+
+def write_snapshot(sp: pb.SolverParameter, net, rule, iter: int, current_step: int) -> tuple[str, str]:
+    """Write `<prefix>_iter_N.caffemodel` and `.solverstate`; return both paths."""
+    if not sp.HasField("snapshot_prefix"):
+        raise NetspecError("cannot snapshot: the solver has no snapshot_prefix")
+    params = net.params()
+    if not _finite([t for ts in params.values() for t in ts]):
+        raise NetspecError(f"iteration {iter}: the weights are not finite (nan or inf); snapshot refused")
+    if sp.snapshot_format != pb.SolverParameter.BINARYPROTO:
+        log.warning("snapshot_format HDF5 is not supported; writing binary protobuf snapshots")
+    model = snapshot_filename(sp, iter, ".caffemodel")
+    log.info("Snapshotting to binary proto file %s", model)
+    diffs = None
+    if sp.snapshot_diff:
+        diffs = {n: [t.grad if t.grad is not None else torch.zeros_like(t) for t in ts] for n, ts in params.items()}
+    write_caffemodel(model, list(net.layer_params), params, diffs=diffs, name=net.name, phase=pb.TRAIN)
+    state_path = snapshot_filename(sp, iter, ".solverstate")
+    log.info("Snapshotting solver state to binary proto file %s", state_path)
+    write_solverstate(state_path, make_solverstate(iter, current_step, rule.history, model))
+    return model, state_path
+
+
+def learned_net_path(state: pb.SolverState, state_path) -> Path:
+    """The state's caffemodel, from the current directory as Caffe, else next to the .solverstate."""
+    p = Path(state.learned_net)
+    if p.exists() or p.is_absolute():
+        return p
+    for alt in (Path(state_path).parent / p, Path(state_path).parent / p.name):
+        if alt.exists():
+            log.info("learned_net '%s' not found from %s; using %s", p, Path.cwd(), alt)
+            return alt
+    raise NetspecError(f"learned_net '{state.learned_net}' not found (looked in {Path.cwd()} and "
+                       f"{Path(state_path).parent})", file=state_path)
+
+
+def read_snapshot(path, net, rule) -> tuple[int, int]:
+    """Restore weights (learned_net) and solver history from a .solverstate; return iter, current_step."""
+    if str(path).endswith(".h5"):
+        raise NetspecError("HDF5 solver states are not supported (expected a binary .solverstate)", file=path)
+    state = read_solverstate(path)
+    check_history(state, len(rule.history), source=path)
+    if state.HasField("learned_net") and state.learned_net:
+        weights = learned_net_path(state, path)
+        report = load_weights(net.params(), weights)
+        log.info("Restored weights: %s", report.summary())
+    rule.history_from_arrays(history_arrays(state, source=path))
+    log.info("%s: restoring history", rule.type)
+    return state.iter, state.current_step
