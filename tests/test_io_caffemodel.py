@@ -126,6 +126,31 @@ def test_load_weights_copies_into_tensors_and_reports():
     assert "new_fc" in report.summary() and str(path) in report.summary()
 
 
+def test_read_weights_arrays_are_owned_aligned_and_writable():
+    for _, blobs in read_weights(DATA / "layers_net.caffemodel").values():
+        for blob in blobs:
+            assert blob.flags.owndata and blob.flags.aligned and blob.flags.writeable
+
+
+def test_load_weights_from_file_into_other_dtypes_and_numpy_blobs():
+    path = DATA / "loss_net.caffemodel"
+    expected = read_weights(path)["conv1"][1]
+    params = {"conv1": [torch.zeros(8, 3, 3, 3, dtype=torch.float64), np.zeros(8, np.float32)]}
+    load_weights(params, path)
+    assert params["conv1"][0].dtype == torch.float64
+    assert np.array_equal(params["conv1"][0].numpy(), expected[0])
+    assert np.array_equal(params["conv1"][1], expected[1])
+
+
+def test_load_weights_into_strided_tensor():
+    path = DATA / "loss_net.caffemodel"
+    storage = torch.zeros(3, 256)
+    params = {"ip1": [storage[:, ::2], torch.zeros(3)]}  # a non-contiguous view as the target
+    load_weights(params, path)
+    assert np.array_equal(storage[:, ::2].numpy(), read_weights(path)["ip1"][1][0])
+    assert float(storage[:, 1::2].abs().sum()) == 0
+
+
 def test_load_weights_keeps_dtype_and_accepts_netparameter():
     net = read_caffemodel(DATA / "sgd_step_iter_12.caffemodel")
     params = {"ip1": [torch.zeros(3, 128, dtype=torch.float64, requires_grad=True), torch.zeros(3)]}
@@ -329,3 +354,18 @@ def test_mixed_v1_and_current_layers_refused(tmp_path):
         with pytest.raises(NetspecError) as e:
             read(path)
         one_line_error(e, "mixed.caffemodel", "'layers' (V1)")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_load_and_write_cuda_tensors(tmp_path):
+    path = DATA / "loss_net.caffemodel"
+    params = {name: [t.cuda() for t in blobs] for name, blobs in zeros_like_file(path).items()}
+    params["ip1"][0] = params["ip1"][0].half()
+    load_weights(params, path)
+    expected = read_weights(path)
+    assert params["conv1"][0].is_cuda
+    assert np.array_equal(params["conv1"][0].cpu().numpy(), expected["conv1"][1][0])
+    assert np.array_equal(params["ip1"][0].cpu().numpy(), expected["ip1"][1][0].astype(np.float16))
+    params["ip1"][0] = torch.from_numpy(expected["ip1"][1][0]).cuda()
+    write_caffemodel(tmp_path / "c.caffemodel", read_caffemodel(path), params)
+    assert (tmp_path / "c.caffemodel").read_bytes() == path.read_bytes()

@@ -132,14 +132,17 @@ def _packed(buf, chunks: list, wire: int, value: int, stop: int, item: int, sing
 
 
 def _gather(buf, chunks: list, dtype: str) -> np.ndarray:
-    parts = [np.frombuffer(buf, dtype, count, offset).astype(dtype[1:]) for offset, count in chunks]
+    """The values of all chunks; one chunk (the usual case) stays a view of `buf`, unaligned and
+    read-only, so that the caller copies it once, straight to where it goes."""
+    parts = [np.frombuffer(buf, dtype, count, offset) for offset, count in chunks]
     if len(parts) == 1:
         return parts[0]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype[1:])
+    return np.concatenate(parts).astype(dtype[1:]) if parts else np.zeros(0, dtype[1:])
 
 
 def scan_blob(buf, start: int, end: int) -> tuple[np.ndarray, tuple, bool]:
-    """(flat float32 data, shape, legacy) of the BlobProto in buf[start:end], read from the bytes.
+    """(flat float32 data, shape, legacy) of the BlobProto in buf[start:end], read from the bytes;
+    the data may be a view of `buf` (copy it before `buf` goes away).
 
     Follows protobuf's parsing rules (repeated values may come in several chunks, packed or not;
     a field with an unexpected wire type is an unknown field) so it agrees with `blob_to_array`.

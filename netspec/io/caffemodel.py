@@ -17,6 +17,7 @@ building the whole NetParameter: for a 61M-parameter AlexNet it is several times
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def _mixed(source) -> NetspecError:
                         "current ones", file=source)
 
 
-def _layer_records(net: pb.NetParameter, source) -> list[LayerBlobs]:
+def _layer_records(net: pb.NetParameter, source) -> list[tuple]:
     """(name, type, blob protos) of every layer of a current, V1 or V0 NetParameter."""
     if net.layer and net.layers:
         raise _mixed(source)
@@ -163,28 +164,32 @@ def _scan_net(buf) -> list:
     return None if current and legacy else current or legacy
 
 
-def _read_file(path) -> list[LayerBlobs]:
+@contextlib.contextmanager
+def _mapped_layers(path):
+    """The file's layers, their blobs read-only views of the memory-mapped file: copy them inside
+    the `with` (one copy from the page cache to where the values go)."""
     with mapped_file(path, KIND) as buf:
         check_not_text(buf, path, KIND)
         try:
             raw = _scan_net(buf)
         except (WireError, NetspecError):
             raw = None
-    if not raw:  # let the protobuf reader explain: not protobuf, no layers, V1 and current mixed...
-        _from_net(read_caffemodel(path), path)
-        raise NetspecError("its layers' blobs are malformed", file=path)
-    out = []
-    for name, type_name, blobs in raw:
-        arrays = [shaped(flat, shape, file=path, layer=name, index=i)
-                  for i, (flat, shape, _) in enumerate(blobs)]
-        out.append(LayerBlobs(name, type_name, arrays, [legacy for _, _, legacy in blobs]))
-    return out
+        if raw:
+            yield [LayerBlobs(name, type_name,
+                              [shaped(flat, shape, file=path, layer=name, index=i)
+                               for i, (flat, shape, _) in enumerate(blobs)],
+                              [legacy for _, _, legacy in blobs]) for name, type_name, blobs in raw]
+            return
+    # let the protobuf reader explain: not protobuf, no layers, V1 and current layers mixed...
+    _from_net(read_caffemodel(path), path)
+    raise NetspecError("its layers' blobs are malformed", file=path)
 
 
 def read_weights(path) -> OrderedDict:
     """layer name -> (type, [float32 arrays]) of the .caffemodel `path`; equals
     `weights_by_layer(read_caffemodel(path))`, several times faster for large files."""
-    return OrderedDict((r.name, (r.type, r.blobs)) for r in _read_file(path))
+    with _mapped_layers(path) as layers:
+        return OrderedDict((r.name, (r.type, [np.array(b, np.float32) for b in r.blobs])) for r in layers)
 
 
 # --- copying into a net ---------------------------------------------------------------------------
@@ -232,10 +237,13 @@ def _plan(params: Mapping, records: list[LayerBlobs], source) -> tuple[list, Loa
 
 
 def _copy_into(target, array: np.ndarray) -> None:
-    if isinstance(target, torch.Tensor):
-        target.copy_(torch.from_numpy(array).reshape(target.shape))
-    else:  # a numpy blob, as pycaffe's net.params[name][i].data
+    """Copy `array` (possibly a read-only view of a mapped file) into a tensor or numpy blob."""
+    if not isinstance(target, torch.Tensor):  # a numpy blob, as pycaffe's net.params[name][i].data
         np.copyto(target, array.reshape(target.shape))
+    elif target.device.type == "cpu" and target.dtype == torch.float32:
+        np.copyto(target.detach().numpy(), array.reshape(target.shape))
+    else:  # other devices and dtypes: through an owned float32 tensor
+        target.copy_(torch.from_numpy(np.array(array, np.float32)).reshape(target.shape))
 
 
 def load_weights(params: Mapping[str, Sequence], weights, source=None) -> LoadReport:
@@ -245,10 +253,12 @@ def load_weights(params: Mapping[str, Sequence], weights, source=None) -> LoadRe
     anything, when a matched layer's blob count or a blob's shape differs."""
     if isinstance(weights, pb.NetParameter):
         source = source or "<NetParameter>"
-        records = _from_net(weights, source)
-    else:
-        source = source or str(weights)
-        records = _read_file(weights)
+        return _load(params, _from_net(weights, source), source)
+    with _mapped_layers(weights) as records:
+        return _load(params, records, source or str(weights))
+
+
+def _load(params: Mapping, records: list[LayerBlobs], source) -> LoadReport:
     copies, report = _plan(params, records, source)
     with torch.no_grad():
         for target, array in copies:
