@@ -70,3 +70,21 @@ def test_import_refuses_pickled_objects_and_missing_files(tmp_path):
         import_state_dict(tmp_path / "pickle.pt")
     with pytest.raises(NetspecError, match="nope.pt: no such file"):
         import_state_dict(tmp_path / "nope.pt")
+
+
+def test_cli_export_then_import_round_trip(tmp_path, capsys):
+    from netspec.cli import main
+
+    pt, model, bare = tmp_path / "w.pt", tmp_path / "w.caffemodel", tmp_path / "bare.caffemodel"
+    assert main(["export", str(DATA / "layers_net.caffemodel"), str(pt)]) == 0
+    assert main(["import", str(pt), str(model), "-model", str(DATA / "layers_net.prototxt"),
+                 "-phase", "TEST"]) == 0
+    assert main(["import", str(pt), str(bare)]) == 0
+    original = caffe_params()
+    for path in (model, bare):
+        again = {k: b for k, (_, b) in read_weights(path).items() if b}
+        assert list(again) == list(original)
+        assert all(np.array_equal(a, b) for k in original for a, b in zip(original[k], again[k])), path
+    assert read_weights(model)["conv1"][0] == "Convolution" and read_weights(bare)["conv1"][0] == ""
+    assert main(["export", str(tmp_path / "nope.caffemodel"), str(pt)]) == 1
+    assert "nope.caffemodel: no such file" in capsys.readouterr().err
