@@ -30,8 +30,8 @@ def first_difference(ours, caffe) -> str:
     for (k, a), (_, b) in zip(ours, caffe):
         if a != b:
             da, db_ = parse(a, k), parse(b, k)
-            px = np.abs(np.frombuffer(da.data, np.uint8).astype(int) - np.frombuffer(db_.data, np.uint8)).max() \
-                if len(da.data) == len(db_.data) else "sizes differ"
+            pa, pc = np.frombuffer(da.data, np.uint8).astype(int), np.frombuffer(db_.data, np.uint8)
+            px = np.abs(pa - pc).max() if len(pa) == len(pc) else "sizes differ"
             return f"record {k}: {len(a)} vs {len(b)} bytes, worst pixel error {px}"
     return "identical"
 
@@ -100,7 +100,8 @@ def test_imagenet_tree_with_synsets(tmp_path):
     (tmp_path / "synsets.txt").write_text("n02 third\nn00 first\nn01 second\n")
     lines = C.imagenet_list(tree, tmp_path / "synsets.txt")
     assert lines[0] == ("n00/img00.JPEG", 1) and lines[-1] == ("n02/img05.JPEG", 0)
-    assert C.main([str(tree), str(tmp_path / "db"), "--synsets", str(tmp_path / "synsets.txt"), "--quiet"]) == 0
+    argv = [str(tree), str(tmp_path / "db"), "--synsets", str(tmp_path / "synsets.txt"), "--quiet"]
+    assert C.main(argv) == 0
     k, v = records(tmp_path / "db")[0]
     d = parse(v, k)
     assert k == "00000000_n00/img00.JPEG" and (d.height, d.width, d.label) == (256, 256, 1)

@@ -58,7 +58,9 @@ def find_window(out, image, crop):
     for h in range(image.shape[1] - crop + 1):
         for w in range(image.shape[2] - crop + 1):
             win = image[:, h:h + crop, w:w + crop]
-            hits += [(h, w, m) for m, cand in ((False, win), (True, win[..., ::-1])) if np.array_equal(out, cand)]
+            for m, cand in ((False, win), (True, win[..., ::-1])):
+                if np.array_equal(out, cand):
+                    hits.append((h, w, m))
     return hits
 
 
@@ -115,6 +117,22 @@ def test_train_batches_are_reproducible_for_a_seed():
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
 
 
+def test_batches_kept_by_the_caller_are_never_overwritten_and_dropped_ones_recycled():
+    lp = data_net_layer(pb.TEST)
+    lp.data_param.prefetch = 2
+    kept_layer, copy_layer = (DataLayer(lp, [], pb.TEST, source_dir=FIX) for _ in range(2))
+    kept = [kept_layer()[0] for _ in range(10)]  # held while later batches are prepared
+    copies = [copy_layer()[0].clone() for _ in range(10)]
+    assert len({t.data_ptr() for t in kept}) == 10
+    for i, (a, b) in enumerate(zip(kept, copies)):
+        assert torch.equal(a, b), f"kept batch {i} was overwritten"
+    pointers = set()
+    for _ in range(12):
+        pointers.add(copy_layer()[0].data_ptr())  # dropped at once: buffers come back
+    kept_layer.close(), copy_layer.close()
+    assert len(pointers) <= 2 + 4 + 1
+
+
 def reader(source, phase=pb.TRAIN, **kw):
     return BatchReader(source, 3, DataTransformer(pb.TransformationParameter(), phase), phase=phase, **kw)
 
@@ -147,7 +165,8 @@ def test_rand_skip_starts_at_a_record_below_it():
 
 def layer_for(source, **tp):
     lp = pb.LayerParameter(name="data", type="Data", top=["data", "label"])
-    lp.data_param.source, lp.data_param.batch_size, lp.data_param.backend = str(source), 2, pb.DataParameter.LMDB
+    dp = lp.data_param
+    dp.source, dp.batch_size, dp.backend = str(source), 2, pb.DataParameter.LMDB
     for k, v in tp.items():
         setattr(lp.transform_param, k, v)
     return lp
@@ -182,7 +201,8 @@ def test_single_top_and_legacy_data_param_fields():
     layer = DataLayer(lp, [], pb.TEST, source_dir=FIX)
     out = layer()
     layer.close()
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 10, 10) and layer.top_shapes == [(2, 3, 10, 10)]
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 10, 10)
+    assert layer.top_shapes == [(2, 3, 10, 10)]
     first = decoded_records("lmdb_raw")[0][0]
     assert torch.equal(out[0], torch.from_numpy(first[:, 27:37, 27:37] * np.float32(0.5)))
 

@@ -62,4 +62,5 @@ def test_load_mean_reads_shape_field_blobs(tmp_path):
     blob = pb.BlobProto(data=np.arange(12, dtype=np.float32))
     blob.shape.dim.extend([1, 3, 2, 2])
     (tmp_path / "m.binaryproto").write_bytes(blob.SerializeToString())
-    assert np.array_equal(load_mean(tmp_path / "m.binaryproto"), np.arange(12, dtype=np.float32).reshape(3, 2, 2))
+    want = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    assert np.array_equal(load_mean(tmp_path / "m.binaryproto"), want)

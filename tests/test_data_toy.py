@@ -20,15 +20,16 @@ def toy(tmp_path_factory):
 
 
 def test_layout_and_lists(toy):
-    assert (toy / "synsets.txt").read_text().split() == [wnid(k) for k in range(4)] == ["n00000000", "n00000001",
-                                                                                        "n00000002", "n00000003"]
+    wnids = ["n00000000", "n00000001", "n00000002", "n00000003"]
+    assert (toy / "synsets.txt").read_text().split() == [wnid(k) for k in range(4)] == wnids
     assert len((toy / "synset_words.txt").read_text().splitlines()) == 4
     train = C.read_listfile(toy / "train.txt")
     val = C.read_listfile(toy / "val.txt")
     assert len(train) == 24 and len(val) == 12
     for rel, label in train:
         assert rel.startswith(wnid(label) + "/") and rel.endswith(".JPEG") and (toy / "train" / rel).is_file()
-    assert val[0][0] == "ILSVRC2012_val_00000001.JPEG" and sorted(label for _, label in val) == sorted([0, 1, 2, 3] * 3)
+    assert val[0][0] == "ILSVRC2012_val_00000001.JPEG"
+    assert sorted(label for _, label in val) == sorted([0, 1, 2, 3] * 3)
     assert sorted(p.name for p in (toy / "val").iterdir()) == sorted(rel for rel, _ in val)
     # the class tree gives the same labels as train.txt (sorted wnid folders)
     assert sorted(C.imagenet_list(toy / "train")) == sorted(train)
@@ -63,15 +64,16 @@ def test_classes_are_learnable_from_colour_alone():
         h = np.histogram(hsv[..., 0][vivid], bins=18, range=(0, 180))[0].astype(float)
         return h / max(h.sum(), 1)
 
-    x = np.array([[feature(draw(k, np.random.default_rng([0, 0, k, i]))) for i in range(30)] for k in range(10)])
+    x = np.array([[feature(draw(k, np.random.default_rng([0, 0, k, i]))) for i in range(30)]
+                  for k in range(10)])
     centres = x[:, :20].mean(1)
     hits = [np.argmin(((centres - x[k, i]) ** 2).sum(1)) == k for k in range(10) for i in range(20, 30)]
     assert np.mean(hits) > 0.4, f"nearest-centroid accuracy {np.mean(hits):.2f}"
 
 
 def test_toy_tree_converts_at_256(toy, tmp_path):
-    s = C.convert(toy / "train", C.imagenet_list(toy / "train"), tmp_path / "db", C.Options(256, 256), workers=2,
-                  progress=False)
+    lines = C.imagenet_list(toy / "train")
+    s = C.convert(toy / "train", lines, tmp_path / "db", C.Options(256, 256), workers=2, progress=False)
     assert s.written == 24 and not s.skipped
     k, v = next(dbmod.iter_records(tmp_path / "db"))
     d = parse(v, k)

@@ -55,7 +55,8 @@ def image():
 def test_train_crop_mirror_mean_file_scale_match_caffe(tmp_path, image, mirror):
     mean = np.random.default_rng(1).uniform(0, 255, (1, 3, 9, 11)).astype(np.float32)
     save_mean(mean, tmp_path / "mean.binaryproto")
-    tp = pb.TransformationParameter(crop_size=5, mirror=True, scale=0.25, mean_file=str(tmp_path / "mean.binaryproto"))
+    tp = pb.TransformationParameter(crop_size=5, mirror=True, scale=0.25,
+                                    mean_file=str(tmp_path / "mean.binaryproto"))
     t = DataTransformer(tp, pb.TRAIN)
     got = t(image, FixedRng(mirror, 3, 6))
     ref = caffe_reference(image, mean[0], None, 0.25, 5, 3, 6, mirror)
@@ -91,13 +92,14 @@ def test_encoded_datum_force_gray_and_color():
     want = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_GRAYSCALE)[None].astype(np.float32)
     assert want.shape == (1, 6, 7)
     assert np.array_equal(gray.transform_datum(datum, FixedRng()), want)
-    raw = DataTransformer(pb.TransformationParameter(), pb.TEST).transform_datum(mat_to_datum(img), FixedRng())
+    raw = color.transform_datum(mat_to_datum(img), FixedRng())
     assert np.array_equal(raw, img.transpose(2, 0, 1).astype(np.float32))
 
 
 def color_aug_param(std=0.1):
     # eigenvector 0 = pure red, 1 = pure green, 2 = pure blue (R, G, B order); eigenvalues 10, 20, 40
-    return pb.ColorAugmentationParameter(eigenvalue=[10, 20, 40], eigenvector=[1, 0, 0, 0, 1, 0, 0, 0, 1], std=std)
+    return pb.ColorAugmentationParameter(eigenvalue=[10, 20, 40], eigenvector=[1, 0, 0, 0, 1, 0, 0, 0, 1],
+                                         std=std)
 
 
 def test_color_aug_adds_alpha_lambda_p_to_bgr_channels(image):
@@ -107,7 +109,8 @@ def test_color_aug_adds_alpha_lambda_p_to_bgr_channels(image):
     got = DataTransformer(tp, pb.TRAIN)(image, rng)
     alpha = np.random.default_rng(9).normal(0, 0.5, 3)
     shift_rgb = alpha * [10, 20, 40]
-    want = image.astype(np.float32) + shift_rgb[::-1, None, None].astype(np.float32) - np.float32([1, 2, 3])[:, None, None]
+    mean = np.float32([1, 2, 3])[:, None, None]
+    want = image.astype(np.float32) + shift_rgb[::-1, None, None].astype(np.float32) - mean
     assert np.allclose(got, want, atol=1e-4), f"worst error {np.abs(got - want).max()}"
     # one alpha per image: every pixel of a channel moves by the same amount
     d = got - (image.astype(np.float32) - np.float32([1, 2, 3])[:, None, None])

@@ -3,7 +3,8 @@
 
     tools/compute_image_mean.py [-backend=lmdb] INPUT_DB [OUTPUT_FILE]
 
-A thin wrapper over netspec.data.mean.main (also `netspec compute-image-mean`); Caffe's single-dash flags work.
+A thin wrapper over netspec.data.mean.main (also `netspec compute-image-mean`);
+Caffe's single-dash flags work.
 """
 import sys
 from pathlib import Path

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Caffe's tools/convert_imageset as a script: images (a list file or an ImageNet class tree) to an LMDB of Datum.
+"""Caffe's tools/convert_imageset as a script: images (a list or an ImageNet tree) to an LMDB of Datum.
 
     tools/convert_imagenet.py [flags] ROOTFOLDER/ LISTFILE DB_NAME
     tools/convert_imagenet.py [flags] TRAIN_DIR DB_NAME
 
 Flags as Caffe spells them: -resize_height=256, --resize_height 256, -shuffle, -encoded=true ...
 
-A thin wrapper over netspec.data.convert.main (also `netspec convert-imagenet`); Caffe's single-dash flags work.
+A thin wrapper over netspec.data.convert.main (also `netspec convert-imagenet`);
+Caffe's single-dash flags work.
 """
 import sys
 from pathlib import Path

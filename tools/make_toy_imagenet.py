@@ -3,7 +3,8 @@
 
     tools/make_toy_imagenet.py ROOT [--classes 10] [--per_class 50] [--seed 0]
 
-A thin wrapper over netspec.data.toy.main (also `netspec make-toy-imagenet`); Caffe's single-dash flags work.
+A thin wrapper over netspec.data.toy.main (also `netspec make-toy-imagenet`);
+Caffe's single-dash flags work.
 """
 import sys
 from pathlib import Path

@@ -26,7 +26,8 @@ def _sample_keys(env, samples: int, seed: int) -> list[bytes]:
     with env.begin() as txn:
         keys = list(txn.cursor().iternext(keys=True, values=False))
     if len(keys) > samples:
-        keys = [keys[i] for i in sorted(np.random.default_rng(seed).choice(len(keys), samples, replace=False))]
+        chosen = np.random.default_rng(seed).choice(len(keys), samples, replace=False)
+        keys = [keys[i] for i in sorted(chosen)]
     return keys
 
 
@@ -34,8 +35,7 @@ def color_pca(db_path, samples: int = 10000, seed: int = 0, progress: bool = Fal
     """(eigenvalues[3] for 0..255 records, eigenvectors 3x3 with eigenvector i in row i (R,G,B), pixels)."""
     from tqdm import tqdm
 
-    env = dbmod.open_lmdb(db_path)
-    try:
+    with dbmod.open_lmdb(db_path) as env:
         keys = _sample_keys(env, samples, seed)
         if not keys:
             raise NetspecError(f"LMDB '{db_path}' is empty")
@@ -50,8 +50,6 @@ def color_pca(db_path, samples: int = 10000, seed: int = 0, progress: bool = Fal
                 n += rgb.shape[1]
                 s += rgb.sum(1)
                 ss += rgb @ rgb.T
-    finally:
-        env.close()
     mu = s / n
     values, vectors = np.linalg.eigh(ss / n - np.outer(mu, mu))
     order = np.argsort(values)[::-1]

@@ -20,7 +20,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -255,7 +254,7 @@ def convert(root, lines: list[tuple[str, int]], db_path, opt: Options | None = N
     if final.exists():
         raise NetspecError(f"DB '{db_path}' already exists: remove it or choose another name")
     settings = {"root": os.path.abspath(root), "lines": len(lines), "shuffle": shuffle, "seed": seed,
-                "options": vars(opt), "first": lines[0][0] if lines else "", "last": lines[-1][0] if lines else ""}
+                "options": vars(opt), "ends": [lines[0][0], lines[-1][0]] if lines else []}
     state = _start_state(tmp, settings, resume)
     summary = Summary(db=str(final), skipped=state["skipped"], warnings=state["warnings"])
     writer = dbmod.Writer(tmp, commit_every)
@@ -319,7 +318,8 @@ def _log_summary(s: Summary, total: int) -> None:
 HELP = "convert images (a Caffe list or an ImageNet class tree) to an LMDB of Datum (convert_imageset)"
 EXAMPLES = ("  netspec convert-imagenet -resize_height=256 -resize_width=256 -shuffle "
             "ilsvrc12/train/ train.txt ilsvrc12_train_lmdb\n"
-            "  netspec convert-imagenet --synsets synsets.txt --workers 8 ilsvrc12/train ilsvrc12_train_lmdb\n")
+            "  netspec convert-imagenet --synsets synsets.txt --workers 8 ilsvrc12/train "
+            "ilsvrc12_train_lmdb\n")
 _BOOL_FLAGS = ("gray", "shuffle", "check_size", "encoded", "resume")
 
 
@@ -333,7 +333,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shuffle", action="store_true", help="shuffle the images (seeded by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
     p.add_argument("--encoded", action="store_true", help="store encoded image bytes instead of pixels")
-    p.add_argument("--encode_type", default="", help="encode as this type ('jpg', 'png', ...); implies encoded")
+    p.add_argument("--encode_type", default="",
+                   help="encode as this type ('jpg', 'png', ...); implies --encoded")
     p.add_argument("--check_size", action="store_true", help="check that all records have the same size")
     p.add_argument("--backend", default="lmdb", help="only lmdb is supported")
     p.add_argument("--synsets", default=None, help="tree mode: wnid per line; line number = label")
@@ -352,8 +353,8 @@ def run(args) -> int:
         root, db_path = args.paths
         lines, default_size = imagenet_list(root, args.synsets), 256
     else:
-        raise NetspecError(f"expected ROOTFOLDER/ LISTFILE DB_NAME or TRAIN_DIR DB_NAME, got {len(args.paths)} "
-                           "paths")
+        raise NetspecError("expected ROOTFOLDER/ LISTFILE DB_NAME or TRAIN_DIR DB_NAME, got "
+                           f"{len(args.paths)} paths")
     size = lambda v: max(0, default_size if v is None else v)  # noqa: E731 (Caffe clamps negatives to 0)
     opt = Options(resize_height=size(args.resize_height), resize_width=size(args.resize_width),
                   gray=args.gray, encoded=args.encoded or bool(args.encode_type),
@@ -367,7 +368,7 @@ def run(args) -> int:
 
 
 def gflags_bools(argv: list[str], names=_BOOL_FLAGS) -> list[str]:
-    """gflags spellings of booleans argparse lacks: `--gray=true` -> `--gray`, `--gray=false`/`--nogray` -> ()."""
+    """gflags' boolean spellings: `--gray=true` -> `--gray`; `--gray=false` and `--nogray` are dropped."""
     out = []
     for a in argv:
         flag, eq, val = a.lstrip("-").partition("=")
@@ -387,4 +388,5 @@ def main(argv: list[str] | None = None, prog: str = "convert_imagenet") -> int:
     """Entry point of tools/convert_imagenet.py (argv already in `--flag` form)."""
     from . import cli_main
 
-    return cli_main(prog, HELP, add_arguments, run, gflags_bools(list(sys.argv[1:] if argv is None else argv)))
+    argv = gflags_bools(list(sys.argv[1:] if argv is None else argv))
+    return cli_main(prog, HELP, add_arguments, run, argv)

@@ -8,7 +8,9 @@ LMDBTransaction::Commit; older Caffe reserved a fixed 1 TB map).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import lmdb
@@ -29,43 +31,69 @@ def is_lmdb(path) -> bool:
     return (p / "data.mdb").is_file() or (p.is_file() and p.name.endswith(".mdb"))
 
 
-def open_lmdb(path, what: str = "LMDB") -> lmdb.Environment:
-    """Open an existing LMDB read-only; a missing or non-LMDB path is a one-line error."""
-    p = Path(path)
+def _open(p: Path, what: str) -> lmdb.Environment:
     if not p.exists():
-        raise NetspecError(f"{what} '{path}' does not exist")
+        raise NetspecError(f"{what} '{p}' does not exist")
     if not is_lmdb(p):
         hint = " (it looks like a LevelDB, which netspec does not read)" if (p / "CURRENT").exists() else ""
-        raise NetspecError(f"{what} '{path}' is not an LMDB: no data.mdb inside{hint}")
+        raise NetspecError(f"{what} '{p}' is not an LMDB: no data.mdb inside{hint}")
     try:
         return lmdb.open(str(p), readonly=True, lock=False, readahead=False, max_readers=512,
                          subdir=p.is_dir())
     except lmdb.Error as e:
-        raise NetspecError(f"{what} '{path}' cannot be opened: {e}") from None
+        raise NetspecError(f"{what} '{p}' cannot be opened: {e}") from None
+
+
+# LMDB allows one environment per file and process, so readers of one database share it.
+_OPEN: dict[str, list] = {}  # real path -> [environment, number of users]
+_OPEN_LOCK = threading.Lock()
+
+
+def acquire(path, what: str = "LMDB") -> tuple[lmdb.Environment, str]:
+    """The shared read-only environment of `path` and the token to `release` it with."""
+    p = Path(path)
+    key = os.path.realpath(p)
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            _OPEN[key] = [_open(p, what), 0]
+        _OPEN[key][1] += 1
+        return _OPEN[key][0], key
+
+
+def release(key: str) -> None:
+    with _OPEN_LOCK:
+        entry = _OPEN[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _OPEN[key]
+
+
+@contextlib.contextmanager
+def open_lmdb(path, what: str = "LMDB"):
+    """Open an existing LMDB read-only; a missing or non-LMDB path is a one-line error."""
+    env, key = acquire(path, what)
+    try:
+        yield env
+    finally:
+        release(key)
 
 
 def count(path) -> int:
-    env = open_lmdb(path)
-    try:
+    with open_lmdb(path) as env:
         return env.stat()["entries"]
-    finally:
-        env.close()
 
 
 def iter_records(path, start: int = 0):
     """Yield (key: str, value: bytes) in key order, from record `start`."""
-    env = open_lmdb(path)
-    try:
-        with env.begin(buffers=False) as txn:
-            cur = txn.cursor()
-            ok = cur.first()
-            for _ in range(start):
-                ok = ok and cur.next()
-            while ok:
-                yield cur.key().decode("utf-8", "replace"), cur.value()
-                ok = cur.next()
-    finally:
-        env.close()
+    with open_lmdb(path) as env, env.begin(buffers=False) as txn:
+        cur = txn.cursor()
+        ok = cur.first()
+        for _ in range(start):
+            ok = ok and cur.next()
+        while ok:
+            yield cur.key().decode("utf-8", "replace"), cur.value()
+            ok = cur.next()
 
 
 class Cursor:
@@ -73,10 +101,10 @@ class Cursor:
 
     def __init__(self, path, what: str = "data source"):
         self.path = str(path)
-        self.env = open_lmdb(path, what)
+        self.env, self._token = acquire(path, what)
         self.entries = self.env.stat()["entries"]
         if self.entries == 0:
-            self.env.close()
+            release(self._token)
             raise NetspecError(f"{what} '{path}' is empty: it holds no records")
         self._txn = None
         self._cur = None
@@ -104,7 +132,9 @@ class Cursor:
         if self._txn is not None:
             self._txn.abort()
             self._txn = self._cur = None
-        self.env.close()
+        if self._token is not None:
+            release(self._token)
+            self._token = None
 
 
 class Writer:

@@ -10,6 +10,11 @@ Batches are assembled by a pool of threads, `prefetch` batches ahead (OpenCV dec
 array arithmetic release the GIL). Records are assigned to batches in order under one lock and each
 batch draws its random crops/mirrors from its own generator seeded with (seed, batch index), so the
 output does not depend on thread timing.
+
+Batch buffers are recycled: a fresh 80 MB tensor per AlexNet batch costs its page faults every time,
+which can take longer than the transforms. A buffer is reused only when no tensor outside the pool
+shares its storage any more, so batches a caller keeps are never overwritten. Pinned buffers (CUDA)
+come from torch's caching host allocator instead, which also waits for asynchronous copies.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ from . import db as dbmod
 from .datum import parse
 from .transform import DataTransformer
 
+# The storage's reference count (torch-internal; without it every batch gets a fresh buffer).
+_storage_refs = getattr(torch._C, "_storage_Use_Count", None)
+
 
 def peek(source) -> tuple[str, pb.Datum]:
     """The first record of an LMDB (DataLayerSetUp reads it to shape the top blobs)."""
@@ -35,6 +43,31 @@ def peek(source) -> tuple[str, pb.Datum]:
     finally:
         cur.close()
     return key, parse(value, key, str(source))
+
+
+class _BufferPool:
+    """Reusable float32 batch buffers; `take` hands out a view, counted while anyone holds it."""
+
+    def __init__(self, cap: int, pin_memory: bool):
+        self.cap, self.pin_memory = cap, pin_memory
+        self.items: list[tuple[torch.Tensor, int]] = []  # (buffer, its reference count when free)
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _refs(t: torch.Tensor) -> int:
+        return _storage_refs(t.untyped_storage()._cdata)
+
+    def take(self, shape) -> torch.Tensor:
+        if self.pin_memory or _storage_refs is None:
+            return torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
+        with self.lock:
+            for buf, free in self.items:
+                if buf.shape == shape and self._refs(buf) == free:
+                    return buf.detach()
+            buf = torch.empty(shape, dtype=torch.float32)
+            if len(self.items) < self.cap:
+                self.items.append((buf, self._refs(buf)))
+            return buf.detach()
 
 
 class BatchReader:
@@ -52,6 +85,7 @@ class BatchReader:
         self._lock, self._done = threading.Lock(), threading.Condition()
         self._results: dict[int, object] = {}
         self._next_read = self._next_out = self._submitted = 0
+        self._buffers = _BufferPool(self.prefetch + 4, pin_memory)
         workers = workers or min(self.prefetch, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor)
@@ -86,7 +120,7 @@ class BatchReader:
             image = t.array(datum, key)
             if data is None:  # the first record of each batch shapes it, as Caffe's load_batch
                 shape = (self.batch_size,) + t.output_shape(image.shape, key)
-                data = torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
+                data = self._buffers.take(shape)
                 label = torch.empty(self.batch_size, dtype=torch.float32, pin_memory=self.pin_memory)
                 data_np, label_np = data.numpy(), label.numpy()
             t(image, rng, out=data_np[i], key=key)

@@ -62,7 +62,8 @@ def draw(k: int, rng: np.random.Generator, min_size: int = 60, max_size: int = 1
         p, q = rng.integers(0, [w, h], (2, 2))
         cv2.line(img, tuple(int(v) for v in p), tuple(int(v) for v in q),
                  tuple(int(v) for v in rng.integers(0, 256, 3)), int(rng.integers(1, 3)))
-    hsv = np.array([[[(hue + rng.normal(0, 4)) % 180, rng.integers(170, 256), rng.integers(150, 256)]]], np.uint8)
+    hsv = np.array([[[(hue + rng.normal(0, 4)) % 180, rng.integers(170, 256), rng.integers(150, 256)]]],
+                   np.uint8)
     color = tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
     r = rng.uniform(0.2, 0.38) * min(w, h)
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
@@ -109,7 +110,8 @@ def make_toy_imagenet(root, classes: int = 10, per_class: int = 50, val_per_clas
     val_lines = []
     for n, k in enumerate(val_labels, 1):
         name = f"ILSVRC2012_val_{n:08d}.JPEG"
-        _write(root / "val" / name, draw(int(k), np.random.default_rng([seed, 1, n]), min_size, max_size), quality)
+        img = draw(int(k), np.random.default_rng([seed, 1, n]), min_size, max_size)
+        _write(root / "val" / name, img, quality)
         val_lines.append(f"{name} {k}")
     (root / "train.txt").write_text("\n".join(train_lines) + "\n")
     (root / "val.txt").write_text("\n".join(val_lines) + ("\n" if val_lines else ""))
@@ -136,7 +138,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     s = make_toy_imagenet(args.root, args.classes, args.per_class, args.val_per_class, args.seed,
                           args.min_size, args.max_size)
-    print(f"toy ImageNet in {s['root']}: {s['classes']} classes, {s['train']} train and {s['val']} val images")
+    print(f"toy ImageNet in {s['root']}: {s['classes']} classes, {s['train']} train and {s['val']} val "
+          "images")
     print(f"next: netspec convert-imagenet --resize_height 256 --resize_width 256 --shuffle "
           f"{s['root']}/train/ {s['root']}/train.txt {s['root']}/train_lmdb")
     return 0

@@ -31,7 +31,8 @@ def _dims(shape) -> str:
 class DataTransformer:
     """Turns Datum records (or CHW arrays) into float32 CHW network input, as Caffe's DataTransformer."""
 
-    def __init__(self, param: pb.TransformationParameter, phase: int, mean_path=None, name: str | None = None):
+    def __init__(self, param: pb.TransformationParameter, phase: int, mean_path=None,
+                 name: str | None = None):
         self.param, self.phase, self.name = param, phase, name
         self.scale = np.float32(param.scale)
         self.crop = int(param.crop_size)
