@@ -8,6 +8,7 @@ the same messages, and `parse_log` below reads netspec's logs and real Caffe log
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import re
@@ -50,19 +51,23 @@ class _TqdmAwareHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def install_glog_handler(level: int = logging.INFO, stream=None) -> logging.Handler:
-    """Send the `netspec` loggers' records to stderr (or `stream`) in glog's format."""
+@contextlib.contextmanager
+def glog_to_stderr(level: int = logging.INFO, stream=None):
+    """While inside, the `netspec` loggers write to stderr (or `stream`) in glog's format, and only
+    there (not also through the root logger); the previous setup comes back on exit."""
     logger = logging.getLogger("netspec")
-    for h in list(logger.handlers):
-        if getattr(h, "_netspec_glog", False):
-            logger.removeHandler(h)
+    saved = logger.level, logger.propagate
     handler = _TqdmAwareHandler(stream)
     handler.setFormatter(GlogFormatter())
-    handler._netspec_glog = True
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
-    return handler
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def g6(x) -> str:
@@ -118,17 +123,24 @@ class TrainingLog:
         return list(dict.fromkeys(k for r in self.train for k in r.values))
 
 
-def _seconds(line: str, start: datetime.datetime | None, year: int):
+def _time(line: str, year: int) -> datetime.datetime | None:
     m = _PREFIX.match(line)
     if not m:
-        return None, start
+        return None
     mo, d, h, mi, s, us = (int(g) for g in m.groups())
     try:
-        t = datetime.datetime(year, mo, d, h, mi, s, us)
+        return datetime.datetime(year, mo, d, h, mi, s, us)
     except ValueError:
-        return None, start
-    start = start or t
-    return (t - start).total_seconds(), start
+        return None
+
+
+def _start_time(lines: list[str], year: int) -> datetime.datetime | None:
+    """Caffe's parse_log counts seconds from the 'Solving <net>' line (else: the first stamped line)."""
+    stamped = [(line, t) for line in lines if (t := _time(line, year)) is not None]
+    for line, t in stamped:
+        if "Solving" in line:
+            return t
+    return stamped[0][1] if stamped else None
 
 
 def _row(rows: list[LogRow], iteration: int, seconds) -> LogRow:
@@ -145,9 +157,11 @@ def parse_log(path) -> TrainingLog:
     except OSError as e:
         raise NetspecError(f"cannot read the log: {e.strerror}", file=path) from None
     year = datetime.datetime.fromtimestamp(path.stat().st_mtime).year
-    out, start, iteration, test_net = TrainingLog(), None, None, None
+    out, iteration, test_net = TrainingLog(), None, None
+    start = _start_time(lines, year)
     for line in lines:
-        seconds, start = _seconds(line, start, year)
+        t = _time(line, year)
+        seconds = (t - start).total_seconds() if t is not None and start is not None else None
         if (m := _TESTING.search(line)):
             iteration, test_net = int(m.group(1)), int(m.group(2))
             _row(out.test.setdefault(test_net, []), iteration, seconds)
