@@ -8,8 +8,8 @@ Caffe runs the test net on one solver. `rand_skip` skips a random number (< rand
 
 Batches are assembled by a pool of threads, `prefetch` batches ahead (OpenCV decoding and numpy's
 array arithmetic release the GIL). Records are assigned to batches in order under one lock and each
-batch draws its random crops/mirrors from its own generator seeded with (seed, batch index), so the
-output does not depend on thread timing.
+batch draws its random crops/mirrors from its own generator seeded with (seed, rank, batch index),
+so the output does not depend on thread timing.
 
 Batch buffers are recycled: a fresh 80 MB tensor per AlexNet batch costs its page faults every time,
 which can take longer than the transforms. A buffer is reused only when no tensor outside the pool
@@ -113,7 +113,7 @@ class BatchReader:
     # ---- one batch (in a worker thread) -----------------------------------------------------------
     def _assemble(self, index: int, records: list) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.transformer
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, self.rank, index])
         data = label = data_np = label_np = None
         for i, (key, value) in enumerate(records):
             datum = parse(value, key, self.source)
