@@ -244,3 +244,19 @@ def test_plot_refuses_a_log_without_progress(tmp_path, capsys):
     (tmp_path / "empty.log").write_text("nothing here\n")
     assert main(["plot", str(tmp_path / "empty.log")]) == 1
     assert "no training progress found" in capsys.readouterr().err
+
+
+def test_level_and_stage_select_the_train_net(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    setup_run(tmp_path, max_iter=0)
+    staged = NET.replace('inner_product_param { num_output: 16 weight_filler { type: "xavier" } } }',
+                         'inner_product_param { num_output: 16 weight_filler { type: "xavier" } }\n'
+                         '  exclude { stage: "wide" } }\n'
+                         'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"\n'
+                         '  inner_product_param { num_output: 24 weight_filler { type: "xavier" } }\n'
+                         '  include { stage: "wide" min_level: 1 } }')
+    (tmp_path / "net.prototxt").write_text(staged)
+    assert main(["train", "solver.prototxt"]) == 0
+    assert read_weights(tmp_path / "snap" / "tiny_iter_0.caffemodel")["ip1"][1][0].shape == (16, 6)
+    assert main(["train", "solver.prototxt", "-stage", "wide", "-level", "1"]) == 0
+    assert read_weights(tmp_path / "snap" / "tiny_iter_0.caffemodel")["ip1"][1][0].shape == (24, 6)

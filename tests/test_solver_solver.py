@@ -38,9 +38,14 @@ display: 1 max_iter: 10 snapshot: 0 snapshot_prefix: "snap/tiny" random_seed: 3 
 
 
 def solver_text(extra: str = "") -> str:
-    """SOLVER with the fields of `extra` overriding its own."""
-    sp = pb.SolverParameter()
-    text_format.Merge(SOLVER + extra, sp)
+    """SOLVER with the fields of `extra` overriding its own (repeated ones replaced)."""
+    sp, override = pb.SolverParameter(), pb.SolverParameter()
+    text_format.Merge(SOLVER, sp)
+    text_format.Merge(extra, override)
+    for desc, _ in override.ListFields():
+        if desc.is_repeated:
+            sp.ClearField(desc.name)
+    sp.MergeFrom(override)
     return text_format.MessageToString(sp)
 
 
@@ -271,3 +276,23 @@ def test_loss_scaler_skips_overflow_and_unscales():
     assert scaler.unscale([w]) and torch.equal(w.grad, torch.tensor([1.0, 2.0, 3.0]))
     w.grad = torch.tensor([4.0, 4.0, 4.0])
     assert scaler.unscale([w]) and scaler.scale == 8.0
+
+
+def test_channels_last_gives_the_same_training(inside):
+    net = """name: "c"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 4 dim: 3 dim: 8 dim: 8 } shape { dim: 4 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+    no_test = "test_iter: 1 test_interval: 100"
+    a = make_solver(inside / "a", no_test, net=net)
+    b = make_solver(inside / "b", no_test + " channels_last: true", net=net)
+    assert b.net.params()["conv"][0].is_contiguous(memory_format=torch.channels_last)
+    a.step(3)
+    b.step(3)
+    assert_same(weights(a), weights(b), exact=False)

@@ -271,7 +271,10 @@ class Solver:
         start_iter = self.iter
         self.step(sp.max_iter - self.iter)
         if sp.snapshot_after_train and (not sp.snapshot or self.iter % sp.snapshot != 0):
-            self.snapshot()
+            if sp.HasField("snapshot_prefix"):
+                self.snapshot()
+            else:
+                log.warning("no snapshot after training: the solver has no snapshot_prefix")
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
