@@ -1,6 +1,7 @@
 """convert_imageset parity with real Caffe's LMDBs (tests/data/caffe/lmdb_*), skips, warnings, resume."""
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -76,6 +77,19 @@ def test_caffe_command_line_with_single_dash_flags(tmp_path):
                         f"{IMAGES}/", str(IMAGES / "list.txt"), str(tmp_path / "db"), "--quiet"])
     assert C.main(argv) == 0
     assert records(tmp_path / "db") == records(FIX / "lmdb_raw")
+
+
+@pytest.mark.parametrize("flags", [["-shuffle", "-gray=false", "-encoded=0"], ["--shuffle=true", "--nogray"],
+                                   ["-shuffle"], []])
+def test_gflags_booleans_before_between_and_after_paths(tmp_path, flags):
+    p = argparse.ArgumentParser()
+    C.add_arguments(p)
+    paths = [f"{IMAGES}/", str(IMAGES / "list.txt"), str(tmp_path / "db")]
+    for argv in (caffe_flags(flags) + paths, paths + caffe_flags(flags),
+                 paths[:2] + ["--shuffle"] + paths[2:]):
+        args = p.parse_args(argv)
+        assert C.cli_paths(args) == paths, argv
+        assert args.shuffle == (bool(flags) or "--shuffle" in argv) and not args.gray and not args.encoded
 
 
 def test_list_mode_defaults_to_no_resize_and_shuffle_is_seeded(tmp_path):

@@ -62,6 +62,8 @@ class Summary:
 def read_listfile(path) -> list[tuple[str, int]]:
     """Caffe's list: the label follows the last space; paths may hold spaces. Blank lines keep their id."""
     lines = []
+    if not Path(path).is_file():
+        raise NetspecError("list file not found", file=path)
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -86,6 +88,8 @@ def read_synsets(path) -> list[str]:
 def imagenet_list(train_dir, synsets=None) -> list[tuple[str, int]]:
     """(wnid/file, label) for every image under train_dir/<wnid>/, folders and files in sorted order."""
     root = Path(train_dir)
+    if not root.is_dir():
+        raise NetspecError(f"image folder '{train_dir}' does not exist")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not folders:
         raise NetspecError(f"'{train_dir}' has no class folders (expected {train_dir}/<wnid>/*.JPEG); "
@@ -247,6 +251,8 @@ def convert(root, lines: list[tuple[str, int]], db_path, opt: Options | None = N
 
     opt = opt or Options()
     _check_encoding(opt)
+    if not Path(root).is_dir():
+        raise NetspecError(f"ROOTFOLDER '{root}' does not exist")
     if shuffle:
         lines = shuffled(lines, seed)
     final = Path(db_path)
@@ -320,7 +326,32 @@ EXAMPLES = ("  netspec convert-imagenet -resize_height=256 -resize_width=256 -sh
             "ilsvrc12/train/ train.txt ilsvrc12_train_lmdb\n"
             "  netspec convert-imagenet --synsets synsets.txt --workers 8 ilsvrc12/train "
             "ilsvrc12_train_lmdb\n")
-_BOOL_FLAGS = ("gray", "shuffle", "check_size", "encoded", "resume")
+_TRUE, _FALSE = ("true", "1", "yes", "t", "y"), ("false", "0", "no", "f", "n")
+
+
+class GflagsBool(argparse.Action):
+    """A gflags boolean: `--gray`, `--gray=true`, `--gray=false` (and `--nogray`, declared separately).
+
+    argparse hands a bare `--gray` the next word when that is not an option; a word that is not
+    true/false is a path, kept for run() in front of or behind the positionals, by where it stood.
+    """
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs="?", const=True, default=False, **kw)
+
+    def __call__(self, parser, ns, value, option_string=None):
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            value = value.lower() in _TRUE
+        elif isinstance(value, str):
+            side = "paths_before" if getattr(ns, "paths", None) is None else "paths_after"
+            setattr(ns, side, (getattr(ns, side, None) or []) + [value])
+            value = True
+        setattr(ns, self.dest, value)
+
+
+def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    p.add_argument(f"--{name}", action=GflagsBool, metavar="BOOL", help=help)
+    p.add_argument(f"--no{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -329,32 +360,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize_height", type=int, default=None,
                    help="height images are resized to (list mode: 0 = keep, as Caffe; tree mode: 256)")
     p.add_argument("--resize_width", type=int, default=None, help="width images are resized to (as above)")
-    p.add_argument("--gray", action="store_true", help="treat images as grayscale (1 channel)")
-    p.add_argument("--shuffle", action="store_true", help="shuffle the images (seeded by --seed)")
+    _bool_flag(p, "gray", "treat images as grayscale (1 channel)")
+    _bool_flag(p, "shuffle", "shuffle the images (seeded by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
-    p.add_argument("--encoded", action="store_true", help="store encoded image bytes instead of pixels")
+    _bool_flag(p, "encoded", "store encoded image bytes instead of pixels")
     p.add_argument("--encode_type", default="",
                    help="encode as this type ('jpg', 'png', ...); implies --encoded")
-    p.add_argument("--check_size", action="store_true", help="check that all records have the same size")
+    _bool_flag(p, "check_size", "check that all records have the same size")
     p.add_argument("--backend", default="lmdb", help="only lmdb is supported")
     p.add_argument("--synsets", default=None, help="tree mode: wnid per line; line number = label")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
+    _bool_flag(p, "resume", "continue an interrupted conversion")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cli_paths(args) -> list[str]:
+    """The positional paths, with those a bare boolean flag took back in their places (GflagsBool)."""
+    before, after = getattr(args, "paths_before", None), getattr(args, "paths_after", None)
+    return (before or []) + args.paths + (after or [])
 
 
 def run(args) -> int:
     if args.backend.lower() != "lmdb":
         raise NetspecError(f"--backend {args.backend} is not supported: netspec writes LMDB only")
-    if len(args.paths) == 3:
-        root, listfile, db_path = args.paths
+    paths = cli_paths(args)
+    if len(paths) == 3:
+        root, listfile, db_path = paths
         lines, default_size = read_listfile(listfile), 0
-    elif len(args.paths) == 2:
-        root, db_path = args.paths
+    elif len(paths) == 2:
+        root, db_path = paths
         lines, default_size = imagenet_list(root, args.synsets), 256
     else:
         raise NetspecError("expected ROOTFOLDER/ LISTFILE DB_NAME or TRAIN_DIR DB_NAME, got "
-                           f"{len(args.paths)} paths")
+                           f"{len(paths)} paths")
     size = lambda v: max(0, default_size if v is None else v)  # noqa: E731 (Caffe clamps negatives to 0)
     opt = Options(resize_height=size(args.resize_height), resize_width=size(args.resize_width),
                   gray=args.gray, encoded=args.encoded or bool(args.encode_type),
@@ -367,26 +405,8 @@ def run(args) -> int:
     return 0
 
 
-def gflags_bools(argv: list[str], names=_BOOL_FLAGS) -> list[str]:
-    """gflags' boolean spellings: `--gray=true` -> `--gray`; `--gray=false` and `--nogray` are dropped."""
-    out = []
-    for a in argv:
-        flag, eq, val = a.lstrip("-").partition("=")
-        if a.startswith("-") and flag in names and eq:
-            if val.lower() in ("true", "1", "yes", "t", "y"):
-                out.append("--" + flag)
-            elif val.lower() not in ("false", "0", "no", "f", "n"):
-                out.append(a)
-        elif a.startswith("-") and flag.startswith("no") and flag[2:] in names and not eq:
-            continue
-        else:
-            out.append(a)
-    return out
-
-
 def main(argv: list[str] | None = None, prog: str = "convert_imagenet") -> int:
     """Entry point of tools/convert_imagenet.py (argv already in `--flag` form)."""
     from . import cli_main
 
-    argv = gflags_bools(list(sys.argv[1:] if argv is None else argv))
-    return cli_main(prog, HELP, add_arguments, run, argv)
+    return cli_main(prog, HELP, add_arguments, run, list(sys.argv[1:] if argv is None else argv))
