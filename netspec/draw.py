@@ -21,9 +21,10 @@ PALETTE = ("#a6cee3", "#fdbf6f", "#b2df8a", "#cab2d6", "#fb9a99", "#ffff99", "#8
 RENDERED = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
-def _q(text: str) -> str:
-    """A DOT double-quoted string; newlines become DOT's centred line breaks."""
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+def _q(*lines: str) -> str:
+    """A DOT double-quoted string of one or more lines (DOT's centred line breaks between them)."""
+    text = "\n".join(str(s) for s in lines)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _hw(values, h, w, default, square: bool = False) -> str:
@@ -72,6 +73,13 @@ def layer_summary(lp: pb.LayerParameter) -> str:
     return ""
 
 
+def _layer_text(lp: pb.LayerParameter, params: int, device: str) -> list[str]:
+    """A layer box's lines: name, type, key parameters, parameter count, device."""
+    summary = layer_summary(lp)
+    return ([lp.name, lp.type] + ([summary] if summary else []) + ([f"{params:,} params"] if params else [])
+            + ([f"@{device}"] if device else []))
+
+
 def _device_colours(net) -> dict[str, str]:
     names = []
     for step in net.steps:
@@ -98,18 +106,13 @@ def net_to_dot(net, rankdir: str = "TB", shape_text=None) -> str:
     from_layers = {t for step in net.steps if step.is_input for t in step.tops}
     for b in net.input_names:
         if b not in from_layers:      # a legacy `input:` blob, no layer produces it
-            lines.append(f"  {blob_id(b)} [shape=ellipse, label={_q(b + chr(10) + fmt(net.blob_shapes[b]))}];")
+            lines.append(f"  {blob_id(b)} [shape=ellipse, label={_q(b, fmt(net.blob_shapes[b]))}];")
             version[b] = 0
     for step, lp in zip(net.steps, net.layer_params):
-        dev = step.logical_device
-        fill = colours.get(dev, "white")
-        text = [lp.name, lp.type] + [t for t in (layer_summary(lp),) if t]
-        if counts.get(lp.name):
-            text.append(f"{counts[lp.name]:,} params")
-        if dev:
-            text.append(f"@{dev}")
+        fill = colours.get(step.logical_device, "white")
         lid = _q(f"layer:{lp.name}")
-        lines.append(f"  {lid} [shape=box, fillcolor={_q(fill)}, label={_q(chr(10).join(text))}];")
+        text = _layer_text(lp, counts.get(lp.name, 0), step.logical_device)
+        lines.append(f"  {lid} [shape=box, fillcolor={_q(fill)}, label={_q(*text)}];")
         copies = {blob: (src or "default", dst or "default") for blob, src, dst in step.transfers}
         for b in lp.bottom:
             if b in copies:
@@ -121,7 +124,7 @@ def net_to_dot(net, rankdir: str = "TB", shape_text=None) -> str:
             version[b] = version[b] + 1 if b in version else 0
             shape = net.blob_shapes[b] if step.is_input else step.layer.top_shapes[j]
             lines.append(f"  {blob_id(b)} [shape=ellipse, fillcolor={_q(fill)}, "
-                         f"label={_q(b + chr(10) + fmt(shape))}];")
+                         f"label={_q(b, fmt(shape))}];")
             lines.append(f"  {lid} -> {blob_id(b)};")
     lines += _legend(colours)
     lines.append("}")

@@ -150,7 +150,8 @@ COLUMN_LAYER = re.compile(r"^(conv|relu|norm|pool|fc|drop|concat)\d_([01])$")
 
 def test_alexnet_columns_are_bound_to_gpu0_and_gpu1(alexnet_test):
     gm = alexnet_test.graph_module()
-    placed = {n.meta["netspec_layer"]: n.meta["netspec_device"] for n in gm.graph.nodes if "netspec_layer" in n.meta}
+    placed = {n.meta["netspec_layer"]: n.meta["netspec_device"]
+              for n in gm.graph.nodes if "netspec_layer" in n.meta}
     columns = {name: m.group(2) for name in placed if (m := COLUMN_LAYER.match(name))}
     assert len(columns) == 2 * 24, sorted(columns)   # 24 layers per column at TEST
     for name, col in columns.items():
@@ -165,7 +166,8 @@ def test_alexnet_copies_only_into_conv3_and_the_fully_connected_layers(alexnet_t
     for lp in alexnet_test.layer_params:
         for b in lp.bottom:
             readers.setdefault(b, set()).add(lp.name)
-    feeds = {lp.name: set().union(*(readers.get(t, set()) for t in lp.top)) for lp in alexnet_test.layer_params}
+    feeds = {lp.name: set().union(*(readers.get(t, set()) for t in lp.top))
+             for lp in alexnet_test.layer_params}
     assert len(transfers) == 7, [m["netspec_transfer"] for m in transfers]
     for meta in transfers:
         blob, src, dst = meta["netspec_transfer"]

@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--phase", default="TEST", type=str.upper, choices=["TRAIN", "TEST"],
                    help="phase whose layers to draw (default TEST)")
     p.add_argument("--level", type=int, default=None, help="NetState level (default: the net's own)")
-    p.add_argument("--stage", action="append", default=[], help="NetState stage(s), comma-separated or repeated")
+    p.add_argument("--stage", action="append", default=[],
+                   help="NetState stage(s), comma-separated or repeated")
     p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"],
                    help="direction of the graph (default TB, top to bottom)")
     p.add_argument("--input-shape", "--input_shape", action="append", default=[], metavar="BLOB=N,C,H,W",

@@ -16,7 +16,8 @@ from ..proto import pb
 
 HELP = "print each layer's device, top blob shapes and parameter count, and the total"
 EXAMPLES = ("  netspec shapes models/alexnet/deploy.prototxt\n"
-            "  netspec shapes models/caffenet/train_val.prototxt -phase TRAIN --input-shape data=2,3,227,227\n")
+            "  netspec shapes models/caffenet/train_val.prototxt -phase TRAIN "
+            "--input-shape data=2,3,227,227\n")
 
 
 def add_arguments(p) -> None:
@@ -59,8 +60,9 @@ def _guess_top_shapes(lp: pb.LayerParameter, given: dict) -> list[tuple[int, ...
     batch = getattr(lp, field).batch_size if field else 0
     tp = lp.transform_param
     crop = tp.crop_size or lp.data_param.crop_size   # the legacy place of crop_size too
-    if not crop and lp.type == "ImageData" and lp.image_data_param.new_height == lp.image_data_param.new_width:
-        crop = lp.image_data_param.new_height
+    ip = lp.image_data_param
+    if not crop and lp.type == "ImageData" and ip.new_height == ip.new_width:
+        crop = ip.new_height
     if lp.top[0] in given:
         first = given[lp.top[0]]
         batch = first[0]
