@@ -3,7 +3,8 @@
 
 Needs grpcio-tools (in the `dev`/`test` extra). The generated module is committed so that users
 need no protobuf compiler; the runtime-version guard protoc emits is removed so that the module
-loads with any protobuf >= 4.21 instead of only the release that generated it.
+loads with any protobuf >= 4.21 instead of only the release that generated it, and the classes
+are given their importable module name.
 tests/test_proto.py regenerates it and checks the committed copy is identical.
 """
 import re
@@ -29,6 +30,8 @@ def generate() -> str:
     text = re.sub(r"_runtime_version\.ValidateProtobufRuntimeVersion\([^)]*\)\n", "", text)
     text = re.sub(r"# Protobuf Python Version: .*\n", "", text)
     text = text.replace("# NO CHECKED-IN PROTOBUF GENCODE\n", "")
+    # Classes must name their real module, or pickling messages (multiprocessing, DDP spawn) fails.
+    text = text.replace("'netspec_pb2', _globals", "'netspec.proto.netspec_pb2', _globals")
     return text
 
 

@@ -17,7 +17,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rnetspec.proto\x1
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'netspec_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'netspec.proto.netspec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BLOBSHAPE'].fields_by_name['dim']._loaded_options = None
