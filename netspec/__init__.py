@@ -14,6 +14,8 @@ TRAIN, TEST = pb.TRAIN, pb.TEST
 from .pycaffe import (Blob, Net, layer_type_list, set_device, set_mode_cpu, set_mode_gpu,  # noqa: E402
                       set_random_seed)
 from .net_spec import NetSpec, to_proto  # noqa: E402
+from .solver.pycaffe_solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: E402
+                                    RMSPropSolver, SGDSolver, get_solver, get_solver_from_file)
 from . import net_spec as _net_spec  # noqa: E402
 
 # pycaffe's `from caffe import layers as L, params as P`: these names shadow the netspec.layers
@@ -22,4 +24,6 @@ layers = _net_spec.layers
 params = _net_spec.params
 
 __all__ = ["Net", "Blob", "TRAIN", "TEST", "NetSpec", "layers", "params", "to_proto", "layer_type_list",
-           "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed", "NetspecError", "pb"]
+           "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed", "NetspecError", "pb",
+           "get_solver", "get_solver_from_file", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
+           "AdaDeltaSolver", "AdamSolver"]

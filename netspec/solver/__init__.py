@@ -1,4 +1,5 @@
-"""Training with Caffe's exact solver rules: learning-rate policies and per-blob update rules.
+"""Training with Caffe's exact solver rules: learning-rate policies, per-blob update rules, and the
+Solver that runs Caffe's Step/Test/Snapshot loop over compiled nets.
 
     rate, current_step = learning_rate(solver_param, iter, current_step, file=solver_path)
     rule = make_update_rule(solver_param, file=solver_path)   # "SGD", "Nesterov", "AdaGrad", ...
@@ -7,5 +8,7 @@
 """
 from .lr_policy import POLICIES, learning_rate
 from .update import RULES, UpdateRule, make_update_rule, solver_type
+from .solver import NonFiniteLoss, Solver
 
-__all__ = ["POLICIES", "RULES", "UpdateRule", "learning_rate", "make_update_rule", "solver_type"]
+__all__ = ["POLICIES", "RULES", "UpdateRule", "learning_rate", "make_update_rule", "solver_type", "Solver",
+           "NonFiniteLoss"]
