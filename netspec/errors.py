@@ -11,6 +11,7 @@ class NetspecError(Exception):
 
     def __init__(self, message: str, *, file=None, line=None, column=None, layer=None):
         self.file, self.line, self.column, self.layer = file, line, column, layer
+        self.message = " ".join(str(message).split("\n"))
         where = ""
         if file is not None:
             where = str(file)
@@ -19,7 +20,11 @@ class NetspecError(Exception):
             where += ": "
         if layer is not None:
             where += f"layer '{layer}': "
-        super().__init__(where + " ".join(str(message).split("\n")))
+        super().__init__(where + self.message)
+
+    def located(self, file, line=None) -> "NetspecError":
+        """The same error (same type, same layer) placed at `file:line`."""
+        return type(self)(self.message, file=file, line=line, column=self.column, layer=self.layer)
 
 
 class ShapeError(NetspecError):

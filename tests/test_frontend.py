@@ -163,3 +163,21 @@ def test_test_nets_from_generic_net_and_test_state(tmp_path):
     sp, path = load_solver(f)
     with pytest.raises(NetspecError, match="test_iter must be given once per test net"):
         _test_net_sources(sp, path)
+
+
+def test_same_named_layers_of_two_phases_keep_their_own_lines(tmp_path):
+    f = write(tmp_path, 'layer { name: "data" type: "Input" top: "data" include { phase: TRAIN }\n'
+                        '  input_param { shape { dim: 1 dim: 2 } } }\n'
+                        'layer { name: "data" type: "Input" top: "data" include { phase: TEST }\n'
+                        '  input_param { shape { dim: 1 dim: 3 } } }\n'
+                        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    assert layer_positions(load_net(f, pb.TEST), f) == [3, 5]
+    assert layer_positions(load_net(f, pb.TRAIN), f) == [1, 5]
+
+
+def test_legacy_input_nets_keep_layer_lines(tmp_path):
+    f = write(tmp_path, 'input: "data"\ninput_dim: 1\ninput_dim: 2\ninput_dim: 3\ninput_dim: 3\n'
+                        'layers { name: "r" type: RELU bottom: "data" top: "r" }\n')
+    net = load_net(f)
+    assert [l.name for l in net.layer] == ["input", "r"]
+    assert layer_positions(net, f) == [None, 6]

@@ -153,6 +153,7 @@ def test_unknown_type_names_file_line_and_known_types(tmp_path):
     msg = str(e.value)
     assert msg.startswith(f"{f}:10: layer 'sum': unknown layer type 'Eltwize'")
     assert "Convolution" in msg and "\n" not in msg
+    assert e.value.layer == "sum" and e.value.line == 10
 
 
 def test_shape_mismatch_names_layer_and_shapes(tmp_path):

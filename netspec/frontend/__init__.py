@@ -44,23 +44,28 @@ def upgrade_if_needed(net: pb.NetParameter, source=None) -> pb.NetParameter:
 
 
 def layer_positions(net: pb.NetParameter, source) -> list[int | None]:
-    """Line of each layer of `net` (possibly filtered or upgraded) in the prototxt `source`."""
+    """Line of each layer of `net` (possibly filtered or upgraded) in the prototxt `source`.
+
+    A layer is matched to the first later layer of the file that is equal to it (after the same
+    upgrade), so TRAIN and TEST layers sharing a name find their own lines.
+    """
     if not source or not Path(str(source)).is_file():
         return [None] * len(net.layer)
     text = Path(str(source)).read_text(errors="replace")
-    found = [(ln, None) for ln in layer_lines(text, "layer")] or [(ln, None) for ln in layer_lines(text, "layers")]
     original = read_net(source)[0]
-    names = [(l.name) for l in (original.layer or original.layers)]
+    lines = layer_lines(text, "layers" if original.layers else "layer")
+    upgraded = upgrade_if_needed(original, source)
+    offset = len(upgraded.layer) - len(lines)       # an Input layer made from legacy `input:` has no line
     out, k = [], 0
     for layer in net.layer:
-        j = k
-        while j < len(names) and names[j] != layer.name:
-            j += 1
-        if j < len(names) and j < len(found):
-            out.append(found[j][0])
-            k = j + 1
-        else:
+        found = next((j for j in range(k, len(upgraded.layer)) if upgraded.layer[j] == layer), None)
+        if found is None:
+            found = next((j for j in range(k, len(upgraded.layer)) if upgraded.layer[j].name == layer.name), None)
+        if found is None or not 0 <= found - offset < len(lines):
             out.append(None)
+            continue
+        out.append(lines[found - offset])
+        k = found + 1
     return out
 
 

@@ -105,7 +105,7 @@ class CompiledNet(nn.Module):
                     step = self._build_layer(lp, gen, taken, blob_device, shared, input_shapes)
                 except NetspecError as e:
                     if e.file is None and self.source is not None:
-                        raise NetspecError(str(e), file=self.source, line=lines[i]) from None
+                        raise e.located(self.source, lines[i]) from None
                     raise
                 consumed.update(step.bottoms)
         finally:
