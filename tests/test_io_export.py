@@ -52,7 +52,7 @@ def test_import_maps_blob_names_and_dotted_layer_names(tmp_path):
     ({"conv1": torch.ones(1)}, "key 'conv1' is not"),
     ({"conv1.0": torch.ones(1), "conv1.2": torch.ones(1)},
      "layer 'conv1': blobs [0, 2] are not numbered 0..1"),
-    ({"conv1.0": torch.ones(1), "conv1.weight": torch.ones(1)}, "has blob 0 twice"),
+    ({"conv1.0": torch.ones(1), "conv1.weight": torch.ones(1)}, "mix indices and names"),
     ({"conv1.0": [1.0]}, "holds a list, expected a tensor"),
     ([torch.ones(1)], "holds a list, expected a dict of tensors"),
 ])
@@ -88,3 +88,16 @@ def test_cli_export_then_import_round_trip(tmp_path, capsys):
     assert read_weights(model)["conv1"][0] == "Convolution" and read_weights(bare)["conv1"][0] == ""
     assert main(["export", str(tmp_path / "nope.caffemodel"), str(pt)]) == 1
     assert "nope.caffemodel: no such file" in capsys.readouterr().err
+
+
+def test_named_blobs_are_ordered_as_caffe_stores_them(tmp_path):
+    path = tmp_path / "named.pt"
+    torch.save({"sc.bias": torch.full((3,), 2.0), "sc.scale": torch.ones(3), "sc2.bias": torch.zeros(3),
+                "pr.slope": torch.full((3,), 0.25), "ip.bias": torch.zeros(2), "ip.weight": torch.ones(2, 3)}, path)
+    layers = import_state_dict(path)
+    assert [b.tolist() for b in layers["sc"]] == [[1.0] * 3, [2.0] * 3]    # Scale with bias_term
+    assert [b.shape for b in layers["sc2"]] == [(3,)]                        # two-bottom Scale: bias only
+    assert layers["pr"][0].tolist() == [0.25] * 3 and [b.shape for b in layers["ip"]] == [(2, 3), (2,)]
+    torch.save({"x.0": torch.ones(1), "x.bias": torch.ones(1)}, path)
+    with pytest.raises(NetspecError, match="mix indices and names"):
+        import_state_dict(path)

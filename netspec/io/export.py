@@ -23,7 +23,10 @@ from .blobs import as_float32
 
 # netspec's parameter names -> Caffe blob index (weight/bias of Convolution, InnerProduct, Scale,
 # PReLU...; BatchNorm's running statistics and their scale factor).
-BLOB_INDEX = {"weight": 0, "bias": 1, "mean": 0, "variance": 1, "scale_factor": 2}
+# Blob names netspec's layers use, in the order Caffe stores them. Without the net, a layer's named
+# blobs are numbered by this order: [weight, bias], [scale, bias], [bias] alone (a Scale layer whose
+# scale is its second bottom), [mean, variance, scale_factor], [slope].
+BLOB_ORDER = ("weight", "scale", "slope", "mean", "variance", "scale_factor", "bias")
 
 _KEY = re.compile(r"^(?P<layer>.+)\.(?P<blob>\d+|[A-Za-z_]\w*)$")
 
@@ -57,21 +60,25 @@ def import_state_dict(path) -> OrderedDict:
     for key, value in _load(path).items():
         match = _KEY.match(str(key))
         blob = match and match["blob"]
-        index = int(blob) if blob and blob.isdigit() else BLOB_INDEX.get(blob)
-        if index is None:
+        if not blob or not (blob.isdigit() or blob in BLOB_ORDER):
             raise NetspecError(f"key '{key}' is not '<layer>.<blob index>' nor '<layer>.<"
-                               f"{'|'.join(BLOB_INDEX)}>'", file=path)
+                               f"{'|'.join(BLOB_ORDER)}>'", file=path)
         if not isinstance(value, torch.Tensor):
             raise NetspecError(f"key '{key}' holds a {type(value).__name__}, expected a tensor", file=path)
         blobs = layers.setdefault(match["layer"], {})
-        if index in blobs:
-            raise NetspecError(f"key '{key}': layer '{match['layer']}' has blob {index} twice", file=path)
-        blobs[index] = value.detach().to(torch.float32).numpy()
+        if blob in blobs:
+            raise NetspecError(f"key '{key}': layer '{match['layer']}' has blob {blob} twice", file=path)
+        blobs[blob] = value.detach().to(torch.float32).numpy()
     return OrderedDict((layer, _in_order(layer, blobs, path)) for layer, blobs in layers.items())
 
 
 def _in_order(layer: str, blobs: dict, path) -> list[np.ndarray]:
-    if sorted(blobs) != list(range(len(blobs))):
-        raise NetspecError(f"blobs {sorted(blobs)} are not numbered 0..{len(blobs) - 1}", file=path,
-                           layer=layer)
-    return [blobs[i] for i in range(len(blobs))]
+    numbered = [k for k in blobs if k.isdigit()]
+    if numbered and len(numbered) != len(blobs):
+        raise NetspecError(f"blob keys mix indices and names ({', '.join(sorted(blobs))})", file=path, layer=layer)
+    if not numbered:
+        return [blobs[k] for k in sorted(blobs, key=BLOB_ORDER.index)]
+    indices = sorted(int(k) for k in blobs)
+    if indices != list(range(len(blobs))):
+        raise NetspecError(f"blobs {indices} are not numbered 0..{len(blobs) - 1}", file=path, layer=layer)
+    return [blobs[str(i)] for i in indices]
