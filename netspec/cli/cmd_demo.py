@@ -33,7 +33,6 @@ def add_arguments(p) -> None:
 
 def summary(r: Result) -> list[str]:
     """Where everything went, the test's accuracies against chance, and how to go on."""
-    classes = r.classes
     rows = [("toy ImageNet", f"{r.data}/ ({r.train_images} train + {r.val_images} val JPEGs)"),
             ("LMDBs", f"{r.data / 'train_lmdb'}, {r.data / 'val_lmdb'}"),
             ("mean", str(r.data / "mean.binaryproto")),
@@ -46,7 +45,7 @@ def summary(r: Result) -> list[str]:
     lines += [f"  {k:<13} {v}" for k, v in rows]
     for k, acc in ((1, r.top1), (5, r.top5)):
         if acc is not None:
-            lines.append(f"  top-{k} accuracy = {acc:.4g} (error {1 - acc:.4g}; chance {k / classes:.3g})")
+            lines.append(f"  top-{k} accuracy = {acc:.4g} (error {1 - acc:.4g}; chance {k / r.classes:.3g})")
     lines += ["next:",
               f"  netspec train {r.solver}",
               f"  netspec test -model {r.net} -weights {r.caffemodel} -iterations {r.test_iterations}",
