@@ -322,9 +322,9 @@ def _check(cfg: Config) -> None:
 def run_demo(cfg: Config, say=print) -> Result:
     """Steps 1-7 in `cfg.workdir`; `say` gets one line per step and the test's summary."""
     _check(cfg)
+    device, clock = choose_device(cfg.gpu), [time.perf_counter()]
     cfg = replace(cfg, workdir=Path(cfg.workdir).expanduser().resolve())
     cfg.workdir.mkdir(parents=True, exist_ok=True)
-    device, clock = choose_device(cfg.gpu), [time.perf_counter()]
     r = Result(cfg.workdir, str(device), cfg.classes, cfg.classes * cfg.per_class,
                cfg.classes * cfg.val_per_class, Path(), Path(), 0, [], None, None)
 
