@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -298,17 +297,10 @@ def score(net_path: Path, weights: str, iterations: int, device) -> tuple[list[s
 
 
 def plot(log_path: Path, out: Path) -> None:
-    """Step 7: the curves `netspec plot` draws, written atomically."""
-    from .cli.cmd_plot import draw
-    from .solver.log import parse_log
+    """Step 7: the curves `netspec plot` draws."""
+    from .solver.plot import save_curves
 
-    fig = draw(parse_log(log_path), f"netspec demo: {log_path}")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_curves(log_path, out, f"netspec demo: {log_path}")
 
 
 # ---- the whole demo -----------------------------------------------------------------------------------
