@@ -5,7 +5,8 @@ import numpy as np
 from google.protobuf import text_format
 
 from netspec.data import db as dbmod
-from netspec.data.color_pca import color_pca, main, param_text
+from netspec.cli import tool_main
+from netspec.data.color_pca import color_pca, param_text
 from netspec.data.datum import mat_to_datum
 from netspec.proto import pb
 
@@ -25,7 +26,7 @@ def test_principal_direction_of_known_pixels(tmp_path, capsys):
     assert abs(abs(vectors[0] @ direction_rgb) - 1) < 1e-3, f"first eigenvector {vectors[0]}"
     assert values[0] > 10 * values[1] >= 10 * values[2] > 0
     assert abs(values[0] - 30.0 ** 2 / 255) < 0.1 * 30.0 ** 2 / 255  # variance in [0,1] units, times 255
-    assert main([str(tmp_path / "db"), "--samples", "15", "--quiet"]) == 0
+    assert tool_main("color-pca", [str(tmp_path / "db"), "--samples", "15", "--quiet"]) == 0
     block = "\n".join(ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("#"))
     tp = text_format.Parse(block, pb.TransformationParameter())
     assert len(tp.color_aug_param.eigenvalue) == 3 and len(tp.color_aug_param.eigenvector) == 9

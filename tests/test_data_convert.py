@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from netspec.cli import caffe_flags
+from netspec.cli import tool_main
 from netspec.data import convert as C
 from netspec.data import db as dbmod
 from netspec.data.datum import parse
@@ -75,7 +76,7 @@ def test_encoded_without_resize_keeps_the_file_bytes(tmp_path):
 def test_caffe_command_line_with_single_dash_flags(tmp_path):
     argv = caffe_flags(["-resize_height=64", "-resize_width=64", "-backend=lmdb", "-gray=false",
                         f"{IMAGES}/", str(IMAGES / "list.txt"), str(tmp_path / "db"), "--quiet"])
-    assert C.main(argv) == 0
+    assert tool_main("convert-imagenet", argv) == 0
     assert records(tmp_path / "db") == records(FIX / "lmdb_raw")
 
 
@@ -94,7 +95,7 @@ def test_gflags_booleans_before_between_and_after_paths(tmp_path, flags):
 
 def test_list_mode_defaults_to_no_resize_and_shuffle_is_seeded(tmp_path):
     argv = ["--shuffle", "--seed", "3", str(IMAGES), str(IMAGES / "list.txt"), str(tmp_path / "a"), "--quiet"]
-    assert C.main(argv) == 0
+    assert tool_main("convert-imagenet", argv) == 0
     got = records(tmp_path / "a")
     order = C.shuffled(LINES, 3)
     assert [k for k, _ in got] == sorted(dbmod.caffe_key(i, rel) for i, (rel, _) in enumerate(order))
@@ -115,7 +116,7 @@ def test_imagenet_tree_with_synsets(tmp_path):
     lines = C.imagenet_list(tree, tmp_path / "synsets.txt")
     assert lines[0] == ("n00/img00.JPEG", 1) and lines[-1] == ("n02/img05.JPEG", 0)
     argv = [str(tree), str(tmp_path / "db"), "--synsets", str(tmp_path / "synsets.txt"), "--quiet"]
-    assert C.main(argv) == 0
+    assert tool_main("convert-imagenet", argv) == 0
     k, v = records(tmp_path / "db")[0]
     d = parse(v, k)
     assert k == "00000000_n00/img00.JPEG" and (d.height, d.width, d.label) == (256, 256, 1)
@@ -171,7 +172,8 @@ def test_existing_db_and_bad_options_are_one_line_errors(tmp_path):
     bad.write_text("a.jpg 1\nb.jpg one\n")
     with pytest.raises(NetspecError, match=r"list.txt:2: label 'one'"):
         C.read_listfile(bad)
-    assert C.main([str(IMAGES), str(IMAGES / "list.txt"), str(tmp_path / "y"), "--backend", "leveldb"]) == 1
+    argv = [str(IMAGES), str(IMAGES / "list.txt"), str(tmp_path / "y"), "--backend", "leveldb"]
+    assert tool_main("convert-imagenet", argv) == 1
 
 
 def test_check_size_rejects_different_sizes(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 
 from netspec.data import db as dbmod
 from netspec.data.datum import mat_to_datum
-from netspec.data.mean import compute_mean, load_mean, main
+from netspec.cli import tool_main
+from netspec.data.mean import compute_mean, load_mean
 from netspec.errors import NetspecError
 from netspec.proto import pb
 
@@ -42,7 +43,7 @@ def test_mean_accumulates_in_float32_like_caffe(tmp_path):
 
 
 def test_mean_cli_and_errors(tmp_path, capsys):
-    assert main([str(FIX / "lmdb_gray"), str(tmp_path / "g.binaryproto"), "--quiet"]) == 0
+    assert tool_main("compute-image-mean", [str(FIX / "lmdb_gray"), str(tmp_path / "g.binaryproto"), "--quiet"]) == 0
     assert load_mean(tmp_path / "g.binaryproto").shape == (1, 32, 48)
     assert "1x1x32x48" in capsys.readouterr().out
     w = dbmod.Writer(tmp_path / "mixed")

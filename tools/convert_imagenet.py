@@ -6,7 +6,7 @@
 
 Flags as Caffe spells them: -resize_height=256, --resize_height 256, -shuffle, -encoded=true ...
 
-A thin wrapper over netspec.data.convert.main (also `netspec convert-imagenet`);
+A thin wrapper over `netspec convert-imagenet`;
 Caffe's single-dash flags work.
 """
 import sys
@@ -14,8 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from netspec.cli import caffe_flags  # noqa: E402
-from netspec.data.convert import main  # noqa: E402
+from netspec.cli import tool_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(caffe_flags(sys.argv[1:])))
+    sys.exit(tool_main("convert-imagenet", prog="convert_imagenet.py"))

@@ -3,7 +3,7 @@
 
     tools/make_toy_imagenet.py ROOT [--classes 10] [--per_class 50] [--seed 0]
 
-A thin wrapper over netspec.data.toy.main (also `netspec make-toy-imagenet`);
+A thin wrapper over `netspec make-toy-imagenet`;
 Caffe's single-dash flags work.
 """
 import sys
@@ -11,8 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from netspec.cli import caffe_flags  # noqa: E402
-from netspec.data.toy import main  # noqa: E402
+from netspec.cli import tool_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(caffe_flags(sys.argv[1:])))
+    sys.exit(tool_main("make-toy-imagenet", prog="make_toy_imagenet.py"))

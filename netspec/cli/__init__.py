@@ -51,25 +51,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_errors(prog: str, debug: bool, fn, *args) -> int:
+    """Run `fn(*args)` as a program: a NetspecError becomes one line on stderr and exit status 1."""
+    try:
+        return int(fn(*args) or 0)
+    except NetspecError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: int) -> None:
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)],
+                        format="%(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = caffe_flags(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)],
-                        format="%(message)s")
+    _setup_logging(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except NetspecError as e:
-        if args.debug:
-            raise
-        print(f"netspec {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"netspec {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return report_errors(f"netspec {args.command}", args.debug, args._run, args)
+
+
+def tool_main(command: str, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """One subcommand as a stand-alone program: Caffe's tools/*.py scripts (`tools/convert_imagenet.py`)."""
+    mod = importlib.import_module(f"{__name__}.cmd_{command.replace('-', '_')}")
+    parser = argparse.ArgumentParser(prog=prog or command, description=mod.HELP)
+    mod.add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-v", "--verbose", action="count", default=1, help="more log output")
+    args = parser.parse_args(caffe_flags(list(sys.argv[1:] if argv is None else argv)))
+    _setup_logging(args.verbose)
+    return report_errors(prog or command, args.debug, mod.run, args)
 
 
 if __name__ == "__main__":

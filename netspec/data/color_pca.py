@@ -84,9 +84,3 @@ def run(args) -> int:
     print("# paste inside transform_param { ... } of the TRAIN Data layer")
     print(param_text(values, vectors, args.std))
     return 0
-
-
-def main(argv: list[str] | None = None, prog: str = "color_pca") -> int:
-    from . import cli_main
-
-    return cli_main(prog, HELP, add_arguments, run, list(sys.argv[1:] if argv is None else argv))

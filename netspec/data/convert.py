@@ -403,10 +403,3 @@ def run(args) -> int:
     print(f"{s.written} records written to {s.db} ({len(s.skipped)} images skipped, {len(s.warnings)} "
           f"warnings) in {s.seconds:.1f} s")
     return 0
-
-
-def main(argv: list[str] | None = None, prog: str = "convert_imagenet") -> int:
-    """Entry point of tools/convert_imagenet.py (argv already in `--flag` form)."""
-    from . import cli_main
-
-    return cli_main(prog, HELP, add_arguments, run, list(sys.argv[1:] if argv is None else argv))

@@ -114,10 +114,3 @@ def run(args) -> int:
     where = f" written to {args.output_file}" if args.output_file else ""
     print(f"mean {'x'.join(map(str, mean.shape))}{where}; per channel (mean_value): {per_channel}")
     return 0
-
-
-def main(argv: list[str] | None = None, prog: str = "compute_image_mean") -> int:
-    """Entry point of tools/compute_image_mean.py (argv already in `--flag` form)."""
-    from . import cli_main
-
-    return cli_main(prog, HELP, add_arguments, run, list(sys.argv[1:] if argv is None else argv))

@@ -13,7 +13,6 @@ learnable by a small net in minutes. Output depends only on the seed (and OpenCV
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
@@ -143,10 +142,3 @@ def run(args) -> int:
     print(f"next: netspec convert-imagenet --resize_height 256 --resize_width 256 --shuffle "
           f"{s['root']}/train/ {s['root']}/train.txt {s['root']}/train_lmdb")
     return 0
-
-
-def main(argv: list[str] | None = None, prog: str = "make_toy_imagenet") -> int:
-    """Entry point of tools/make_toy_imagenet.py."""
-    from . import cli_main
-
-    return cli_main(prog, HELP, add_arguments, run, list(sys.argv[1:] if argv is None else argv))
