@@ -12,7 +12,6 @@ all Caffe's CopyTrainedLayersFrom reads (netspec/io/export.py maps the keys).
 """
 from __future__ import annotations
 
-import pickle
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -35,20 +34,6 @@ def add_arguments(p) -> None:
     p.set_defaults(phase="TRAIN")
     p.add_argument("-i", "--input", help="the .pt state_dict to read")
     p.add_argument("-o", "--output", help="the .caffemodel to write")
-
-
-def read_state_dict(path) -> Mapping:
-    """A tensors-only .pt (torch.load weights_only); one-line errors."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise NetspecError("no such file (expected a .pt state_dict)", file=path) from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise NetspecError(f"not a tensors-only .pt state_dict: {first}", file=path) from None
-    if not isinstance(state, Mapping):
-        raise NetspecError(f"holds a {type(state).__name__}, expected a dict of tensors", file=path)
-    return state
 
 
 def blob_keys(net) -> dict[str, tuple[str, int]]:
@@ -97,6 +82,7 @@ def params_from_state_dict(net, state: Mapping, path) -> OrderedDict:
 
 def run(args) -> int:
     from ..io import import_state_dict, write_caffemodel
+    from ..io.export import read_state_dict
 
     source, output = args.input or args.state_dict, args.output or args.output_file
     if not source or not output:

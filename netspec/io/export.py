@@ -41,7 +41,8 @@ def export_state_dict(params: Mapping[str, Sequence], path) -> None:
         torch.save(state, f)
 
 
-def _load(path) -> Mapping:
+def read_state_dict(path) -> Mapping:
+    """A tensors-only .pt (torch.load with weights_only); one-line errors."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -57,7 +58,7 @@ def _load(path) -> Mapping:
 def import_state_dict(path) -> OrderedDict:
     """layer name -> [float32 arrays in Caffe's blob order] from a .pt state_dict."""
     layers: OrderedDict = OrderedDict()
-    for key, value in _load(path).items():
+    for key, value in read_state_dict(path).items():
         match = _KEY.match(str(key))
         blob = match and match["blob"]
         if not blob or not (blob.isdigit() or blob in BLOB_ORDER):
