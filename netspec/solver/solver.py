@@ -12,9 +12,11 @@ Determinism: with random_seed >= 0, torch's global RNG (dropout, DummyData fille
 from (random_seed, iter) before every iteration and every test pass, so a run resumed from a
 snapshot draws what the uninterrupted run drew; a SolverState has no room for an RNG state.
 
-Extension points for data-parallel training: `rank`/`world_size` (only rank 0 tests, displays and
-snapshots, as Caffe's root_solver), `callbacks` with `on_start()` and `on_gradients_ready()`
-(where Caffe's NCCL all-reduces the diffs), and the overridable `forward_backward`/`test_forward`.
+Extension points for data-parallel training (netspec.parallel): `rank`/`world_size` (only rank 0
+builds test nets, tests, displays and snapshots, as Caffe's root_solver), `callbacks` with
+`on_start()` and `on_gradients_ready()` (where Caffe's NCCL all-reduces the diffs), `agree` (rank 0's
+snapshot/stop request on every rank, so that replicas stop together), and the overridable
+`forward_backward`/`test_forward`.
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ class Solver:
         if sp.random_seed >= 0:
             torch.manual_seed(sp.random_seed + rank)
         self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets()
+        self.test_nets = self._init_test_nets() if self.root else []   # Caffe: InitTestNets on the root only
         log.info("Solver scaffolding done.")
         self.rule.init(self.net.learnable_params())
         for w in sp.weights:
@@ -107,6 +109,7 @@ class Solver:
         self.iter = self.current_step = 0
         self.callbacks: list = []
         self.action_fn = None            # () -> "none" | "snapshot" | "stop" (signals)
+        self.agree = None                # request -> rank 0's request (set by netspec.parallel)
         self.requested_early_exit = False
         self.losses: list = []
         self.smoothed_loss = f32(0)
@@ -215,6 +218,10 @@ class Solver:
     def requested_action(self) -> str:
         return self.action_fn() if self.action_fn is not None else "none"
 
+    def _agreed(self, request: str) -> str:
+        """The request every rank acts on: rank 0's when there are several processes."""
+        return self.agree(request) if self.agree is not None else request
+
     def step(self, iters: int) -> None:
         """Caffe's Solver::Step: `iters` iterations (fewer if a stop is requested)."""
         sp = self.param
@@ -227,7 +234,8 @@ class Solver:
                     and (self.iter > 0 or sp.test_initialization)):
                 if self.root:
                     self.test_all()
-                if self.requested_early_exit:
+                if self._agreed("stop" if self.requested_early_exit else "none") == "stop":
+                    self.requested_early_exit = True
                     break
             for cb in self.callbacks:
                 cb.on_start()
@@ -252,7 +260,7 @@ class Solver:
             self.iter += 1
             if self.progress is not None:
                 self.progress.update(1)
-            request = self.requested_action()
+            request = self._agreed(self.requested_action())
             if (sp.snapshot and self.iter % sp.snapshot == 0 and self.root) or request == "snapshot":
                 self.snapshot()
             if request == "stop":
@@ -278,13 +286,13 @@ class Solver:
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
-        if sp.display and self.iter % sp.display == 0:
+        if self.root and sp.display and self.iter % sp.display == 0:
             self._seed(0)
             loss = f32(self.forward_loss())
             self._check_finite(loss)
             self.update_smoothed_loss(loss, start_iter, sp.average_loss)
             log.info("Iteration %d, loss = %s", self.iter, g6(self.smoothed_loss))
-        if sp.test_interval and self.iter % sp.test_interval == 0:
+        if self.root and sp.test_interval and self.iter % sp.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
 
@@ -390,7 +398,10 @@ class Solver:
 
     # ---- snapshots ---------------------------------------------------------------------------------
     def snapshot(self) -> tuple[str, str]:
-        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` (Caffe's Solver::Snapshot)."""
+        """Write `<prefix>_iter_N.caffemodel` and `.solverstate` (Caffe's Solver::Snapshot); only
+        rank 0 writes, the other replicas hold the same weights."""
+        if not self.root:
+            return self.last_snapshot
         self.last_snapshot = write_snapshot(self.param, self.net, self.rule, self.iter, self.current_step)
         return self.last_snapshot
 
