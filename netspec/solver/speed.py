@@ -11,7 +11,7 @@ update: ||Δw - Δw_fp32|| / ||Δw_fp32|| of one SGD step, per parameter blob.
 
     option          blob     loss     update   (measured on the CPU: blob, loss, worst update)
     bf16 autocast   3e-2     1e-2     0.2      7e-3, 2e-3, 0.11 (conv1's weights: its gradient sums
-                                                 many terms that cancel, in bf16's 8-bit mantissa)
+                                                 many terms that cancel, each with bf16's 8-bit significand)
     fp16 autocast   5e-3     2e-3     3e-2     1e-3, 1e-4, 0.012 (with loss scaling)
     channels_last   1e-5     1e-5     1e-5     0, 0, 8e-7
 torch_compile is checked against eager by tests/test_models.py (the CaffeNet deploy net).
