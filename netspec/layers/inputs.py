@@ -2,7 +2,10 @@
 dummy_data_layer.cpp).
 
 Input only declares shapes: the compiled net is fed those blobs from outside (`net(data=...)`).
-DummyData produces its tops itself on every forward, each from its filler (none: constant 0).
+DummyData produces its tops itself, each from its filler (none: constant 0). As in Caffe, a top with
+a constant filler is filled once, when the layer is built, and every forward returns that same
+tensor, so values a user writes into it (pycaffe's `net.blobs['label'].data[...] = y`) stay; a top
+with any other filler is drawn anew on every forward.
 """
 
 from __future__ import annotations
@@ -52,9 +55,15 @@ class Input(_Source):
 
 @register("DummyData")
 class DummyData(_Source):
-    """Blobs drawn from their fillers on every forward (constant fillers give the same each time)."""
+    """Constant-filled tops made once and kept; the others drawn from their fillers every forward."""
 
     is_data = True
+
+    def setup(self, bottom_shapes):
+        # Non-persistent buffers: they follow .to(device) but stay out of the state_dict and weights.
+        for i, (shape, filler) in enumerate(zip(self.input_shapes(), self.fillers())):
+            if _is_constant(filler):
+                self.register_buffer(f"_top{i}", make(shape, filler), persistent=False)
 
     def input_shapes(self) -> list[tuple[int, ...]]:
         p = self.param
@@ -72,7 +81,17 @@ class DummyData(_Source):
         given = list(self.param.data_filler)
         return self._pick(given, "data_filler") if given else [None] * len(self.lp.top)
 
+    def constant_tops(self) -> dict[int, torch.Tensor]:
+        """Top index -> the kept tensor of each constant-filled top (pycaffe binds its blobs to them)."""
+        return {i: getattr(self, f"_top{i}") for i in range(len(self.lp.top)) if hasattr(self, f"_top{i}")}
+
     def forward(self):
         device = self._device_probe.device
-        tops = tuple(make(s, f).to(device) for s, f in zip(self.input_shapes(), self.fillers()))
+        tops = tuple(getattr(self, f"_top{i}") if _is_constant(f) else make(s, f).to(device)
+                     for i, (s, f) in enumerate(zip(self.input_shapes(), self.fillers())))
         return tops[0] if len(tops) == 1 else tops
+
+
+def _is_constant(filler) -> bool:
+    """Caffe refills a DummyData top on every forward unless its filler type is "constant"."""
+    return filler is None or filler.type == "constant"
