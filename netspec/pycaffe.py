@@ -1,15 +1,23 @@
-"""pycaffe's API (caffe.Net, Blob, the mode functions) as a thin layer over CompiledNet.
+"""pycaffe's API (caffe.Net, Blob, the mode functions) as a thin layer over CompiledNet
+(python/caffe/pycaffe.py and _caffe.cpp; Net::ForwardFromTo / BackwardFromTo in src/caffe/net.cpp).
 
-`import netspec as caffe` runs pycaffe scripts: `net.blobs['data'].data[...] = x` writes the very
-tensor the net reads (on the CPU; on a GPU, a host copy synchronised before each forward, as pycaffe),
-`net.forward()` returns the output blobs, `net.backward()` fills every `.diff`. As in Caffe, the diff
-of a blob rewritten in place is the gradient of its first version (what Caffe's in-place backward
-leaves there), and a blob's data is its last version.
+`import netspec as caffe` runs pycaffe scripts. `net.blobs['data'].data[...] = x` writes the tensor
+the net reads (on a GPU: a host copy that goes back to the device before the net next runs, as
+Caffe's SyncedMemory). `forward(start, end)` runs layers start..end on what the blobs hold;
+`backward(start, end)` runs layers start down to end, each top's gradient being its blob's current
+`.diff` (a loss top's diff is its loss weight, set once as in Caffe), and overwrites the diffs of
+the bottoms it reaches; parameter diffs accumulate. A full backward right after a full forward uses
+that forward's autograd graph; any other backward re-runs its layers on the bottoms they saw in the
+last forward (same random draws, running statistics left alone) and differentiates that segment.
+As in Caffe, the diff of a blob rewritten in place is the gradient of its first version, its data
+the last version. Caffe's automatic Split blobs are not kept: a blob read by several layers gets
+the sum of their gradients.
 """
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from itertools import zip_longest
 
 import numpy as np
 import torch
@@ -59,34 +67,53 @@ def _host(t: torch.Tensor) -> np.ndarray:
 
 
 class Blob:
-    """A named blob: `.data` and `.diff` are numpy arrays sharing the net's CPU memory."""
+    """A named blob: `.data` and `.diff` as numpy arrays (views of the net's CPU tensors)."""
 
     def __init__(self, data: torch.Tensor, diff: torch.Tensor | None = None):
-        self._data = data
-        self._diff = diff
-        self._host_data = self._host_diff = None
-
-    def _bind(self, data: torch.Tensor, diff: torch.Tensor | None = None):
         self._data, self._diff = data, diff
-        self._host_data = self._host_diff = None
+        self._hdata = self._hdiff = None      # host copies of device tensors (GPU mode)
+
+    def _bind(self, data: torch.Tensor):
+        """Hold a new data tensor; the diff stays unless the shape changed (Caffe's Reshape)."""
+        if self._diff is not None and tuple(self._diff.shape) != tuple(data.shape):
+            self._diff = None
+        self._data, self._hdata = data, None
+
+    def _set_diff(self, diff: torch.Tensor):
+        self._diff, self._hdiff = diff, None
+
+    def _diff_tensor(self) -> torch.Tensor:
+        if self._diff is None:
+            self._diff = torch.zeros(self._data.shape, dtype=torch.float32, device=self._data.device)
+        return self._diff
 
     @property
     def data(self) -> np.ndarray:
         if self._data.device.type == "cpu":
             return self._data.detach().numpy()
-        if self._host_data is None:
-            self._host_data = _host(self._data)
-        return self._host_data
+        if self._hdata is None:
+            self._hdata = _host(self._data)
+        return self._hdata
 
     @property
     def diff(self) -> np.ndarray:
-        if self._diff is None:
-            self._diff = torch.zeros(self._data.shape, dtype=torch.float32)
-        if self._diff.device.type == "cpu":
-            return self._diff.detach().numpy()
-        if self._host_diff is None:
-            self._host_diff = _host(self._diff)
-        return self._host_diff
+        d = self._diff_tensor()
+        if d.device.type == "cpu":
+            return d.detach().numpy()
+        if self._hdiff is None:
+            self._hdiff = _host(d)
+        return self._hdiff
+
+    def _push(self):
+        """Copy host writes back to the device tensors (before the net reads them)."""
+        if self._hdata is None and self._hdiff is None:
+            return
+        with torch.no_grad():
+            if self._hdata is not None:
+                self._data.detach().copy_(torch.from_numpy(self._hdata))
+            if self._hdiff is not None:
+                self._diff.copy_(torch.from_numpy(self._hdiff))
+        self._hdata = self._hdiff = None
 
     @property
     def shape(self) -> tuple:
@@ -115,29 +142,47 @@ class Blob:
     def reshape(self, *dims):
         self._bind(torch.zeros(tuple(int(d) for d in dims), dtype=torch.float32))
 
-    def _sync_to(self, device: torch.device) -> torch.Tensor:
-        """The tensor a forward reads: host writes pushed to the device first."""
-        if self._host_data is not None and self._data.device.type != "cpu":
-            self._data.copy_(torch.from_numpy(self._host_data))
-        return self._data if self._data.device == device else self._data.to(device)
-
 
 class _ParamBlob(Blob):
-    """A parameter blob: data is the Parameter itself, diff its .grad (created on first access)."""
+    """A parameter blob: data is the Parameter itself, diff its .grad (created on first access).
+    On a GPU the host copy is dropped once the device tensor changes (an update, a load)."""
 
     def __init__(self, param: torch.nn.Parameter):
         super().__init__(param)
+        self._keys = [None, None]            # (data_ptr, version) each host copy was taken at
+
+    @staticmethod
+    def _key(t):
+        return t.data_ptr(), t._version
+
+    def _mirror(self, t, slot: int, cached):
+        if t.device.type == "cpu":
+            return t.detach().numpy()
+        if cached is None or self._keys[slot] != self._key(t):
+            cached, self._keys[slot] = _host(t), self._key(t)
+        return cached
 
     @property
     def data(self) -> np.ndarray:
-        return _host(self._data) if self._data.device.type != "cpu" else self._data.detach().numpy()
+        self._hdata = self._mirror(self._data, 0, self._hdata)
+        return self._hdata
 
     @property
     def diff(self) -> np.ndarray:
         p = self._data
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        return _host(p.grad) if p.device.type != "cpu" else p.grad.numpy()
+        self._hdiff = self._mirror(p.grad, 1, self._hdiff)
+        return self._hdiff
+
+    def _push(self):
+        if self._hdata is None and self._hdiff is None:
+            return
+        with torch.no_grad():
+            for slot, (t, host) in enumerate(((self._data, self._hdata), (self._data.grad, self._hdiff))):
+                if t is not None and host is not None and t.device.type != "cpu" and self._keys[slot] == self._key(t):
+                    t.copy_(torch.from_numpy(host))
+        self._hdata = self._hdiff = None
 
     def reshape(self, *dims):
         with torch.no_grad():
@@ -167,21 +212,34 @@ class Net:
             phase = args.pop(0)
         if phase is None:
             raise NetspecError("Net(model_file, [weights,] phase): the phase (netspec.TRAIN or TEST) is required")
-        net_param = load_net(model_file, phase, level=level, stages=stages)
+        net_param = load_net(model_file, phase, level=level, stages=stages or ())
         self.force_backward = net_param.force_backward
         self._net = compile_net(net_param, phase, device_map=device_map, device=_MODE["device"],
                                 seed=_MODE["seed"], source=model_file if not isinstance(model_file, pb.NetParameter)
                                 and os.path.exists(str(model_file)) else None)
-        self._first: dict[str, torch.Tensor] = {}
+        steps = self._net.steps
+        self._blob_names = list(self._net.blob_shapes)
         self.blobs: OrderedDict[str, Blob] = OrderedDict(
             (b, Blob(torch.zeros(s, dtype=torch.float32))) for b, s in self._net.blob_shapes.items())
         self.params = OrderedDict((n, [_ParamBlob(p) for p in ps]) for n, ps in self._net.params().items())
-        self.layers = [LayerView(l, self.params.get(n, [])) for n, l in self._net.layers.items()]
         self._layer_names = list(self._net.layers)
+        self.layers = [LayerView(l, self.params.get(n, [])) for n, l in self._net.layers.items()]
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
-        self.top_names = OrderedDict((s.layer.name, list(s.tops)) for s in self._net.steps)
-        self.bottom_names = OrderedDict((s.layer.name, list(s.bottoms)) for s in self._net.steps)
-        self.blob_loss_weights = OrderedDict((b, self._net.loss_weights.get(b, 0.0)) for b in self.blobs)
+        self.top_names = OrderedDict((s.layer.name, list(s.tops)) for s in steps)
+        self.bottom_names = OrderedDict((s.layer.name, list(s.bottoms)) for s in steps)
+        self._blob_loss_weights = [self._net.loss_weights.get(b, 0.0) for b in self._blob_names]
+        self._need = _need_backward(self._net, self.force_backward)
+        self._output_names = sorted(_unread(self._net, 0, len(steps) - 1))   # Caffe's come from a std::set
+        self._seen: dict[int, tuple] = {}     # step -> (bottoms it read, RNG state before it) in the last forward
+        self._live = False                    # the last forward was full and tracked, its graph unused
+        self._state: dict = {}
+        self._first: dict = {}
+        for step in steps:                    # DummyData's constant tops are the blobs themselves
+            kept = getattr(step.layer, "constant_tops", None)
+            for i, t in (kept() if kept else {}).items():
+                self.blobs[step.tops[i]]._bind(t)
+        for b, w in self._net.loss_weights.items():   # Caffe seeds a loss top's diff with its weight, once
+            self.blobs[b]._set_diff(torch.full(self.blobs[b].shape, float(w)))
         if weights:
             for w in str(weights).split(","):
                 self.copy_from(w)
@@ -198,11 +256,30 @@ class Net:
 
     @property
     def outputs(self) -> list[str]:
-        return list(self._net.output_names)
+        """Blobs no later layer reads, by name (Caffe's order), a blob rewritten in place included."""
+        return list(self._output_names)
+
+    @property
+    def _inputs(self) -> list[int]:
+        return [self._blob_names.index(b) for b in self.inputs]
+
+    @property
+    def _outputs(self) -> list[int]:
+        return [self._blob_names.index(b) for b in self._output_names]
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict:
+        return OrderedDict(zip(self._blob_names, self._blob_loss_weights))
 
     @property
     def phase(self):
         return self._net.phase
+
+    def _top_ids(self, i: int) -> list[int]:
+        return [self._blob_names.index(b) for b in self._net.steps[i].tops]
+
+    def _bottom_ids(self, i: int) -> list[int]:
+        return [self._blob_names.index(b) for b in self._net.steps[i].bottoms]
 
     def _index(self, name, default):
         if name is None:
@@ -212,62 +289,165 @@ class Net:
         except ValueError:
             raise NetspecError(f"no layer named '{name}' in net '{self._net.name}'") from None
 
-    # ---- running -----------------------------------------------------------------------------
+    # ---- forward -----------------------------------------------------------------------------
     def forward(self, blobs=None, start=None, end=None, **kwargs):
-        """Run layers start..end; inputs as keyword arrays; returns {output (or `blobs`): array}."""
-        for name, value in kwargs.items():
-            if name not in self.blobs:
-                raise NetspecError(f"forward: no input blob named '{name}'")
-            self.blobs[name].data[...] = value
-        lo, hi = self._index(start, 0), self._index(end, len(self._layer_names) - 1)
-        dev = _MODE["device"]
-        track = self._net.phase == pb.TRAIN or self.force_backward
-        with torch.set_grad_enabled(track):
-            state = {b: self.blobs[b]._sync_to(dev) for b in self._net.input_names}
-            if lo > 0:
-                state.update({b: blob._data for b, blob in self.blobs.items() if b not in state})
-            if track and self.force_backward:
-                for b in self._net.input_names:
-                    state[b] = state[b].detach().requires_grad_(True)
-            if lo == 0:
-                self._first = {b: state[b] for b in self._net.input_names}
-            first = self._first
-
-            def keep_first(k, step, blobs):
-                for t in step.tops:
-                    if t not in step.bottoms:
-                        first[t] = blobs[t]
-                        if blobs[t].requires_grad and blobs[t].grad_fn is not None:
-                            blobs[t].retain_grad()
-
-            self._net.run_steps(state, lo, hi, hook=keep_first)
-        for b, t in state.items():
-            self.blobs[b]._bind(t if t.device.type == "cpu" else t, None)
-        self._state = state
-        names = self.outputs if end is None else self.top_names[self._layer_names[hi]]
-        return {b: self.blobs[b].data for b in (blobs or names)}
-
-    def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """Back-propagate the loss (or the given top diffs); fills every blob's and param's .diff."""
-        state = getattr(self, "_state", None)
-        if state is None:
-            raise NetspecError("backward() before forward()")
+        """Run layers start..end, inputs given as keyword arrays; {end's tops (or the outputs) and
+        `blobs`: their data}."""
         if kwargs:
-            tops = [state[b] for b in kwargs]
-            grads = [torch.as_tensor(np.asarray(v, dtype=np.float32)).to(t.device) for v, t in
-                     zip(kwargs.values(), tops)]
-            torch.autograd.backward(tops, grads)
-        elif self._net.loss_weights:
-            self._net.total_loss(state).backward()
-        for b, blob in self.blobs.items():
-            t = self._first.get(b)
-            g = t.grad if t is not None and t.grad is not None else None
-            blob._diff = g.detach() if g is not None else torch.zeros(blob.shape, dtype=torch.float32)
-            blob._host_diff = None
-        for b, w in self._net.loss_weights.items():      # Caffe seeds a loss top's diff with its weight
-            self.blobs[b]._diff = torch.full(self.blobs[b].shape, float(w))
-        return {b: self.blobs[b].diff for b in (diffs or self.inputs)}
+            self._feed(kwargs, self.inputs, "data", "Input blob arguments do not match net inputs")
+        self._forward(self._index(start, 0), self._index(end, len(self.layers) - 1))
+        names = (self.top_names[end] if end is not None else self.outputs) + list(blobs or [])
+        return {b: self.blobs[b].data for b in dict.fromkeys(names)}
 
+    def _feed(self, arrays: dict, names: list[str], field: str, mismatch: str):
+        if set(arrays) != set(names):
+            raise NetspecError(f"{mismatch}: given {sorted(arrays)}, the net has {sorted(names)}")
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            blob = self.blobs[name]
+            if value.shape[:1] != blob.shape[:1]:
+                raise NetspecError(f"blob '{name}' holds a batch of {blob.shape[0]}, the {field} given "
+                                   f"has {value.shape[0] if value.ndim else 'no batch axis'}")
+            getattr(blob, field)[...] = value
+
+    def _forward(self, lo: int, hi: int):
+        """Caffe's ForwardFromTo(lo, hi): layer indices, both included."""
+        self._sync_host_writes()
+        steps = self._net.steps
+        record = (self._net.phase == pb.TRAIN or self.force_backward) and torch.is_grad_enabled()
+        graph = record and lo == 0 and hi == len(steps) - 1     # a full backward may reuse it
+        state = {b: self._leaf(self.blobs[b]._data, b, graph) for b in (self.inputs if lo == 0 else self.blobs)}
+        if lo == 0:
+            self._seen.clear()
+        first = dict(state)
+        with torch.set_grad_enabled(graph):
+            for k in range(lo, hi + 1):
+                step = steps[k]
+                if step.is_input:
+                    continue
+                self._seen.pop(k, None)
+                if record:
+                    self._seen[k] = ([state[b] for b in step.bottoms], _rng_state(step.device))
+                self._net.run_steps(state, k, k)
+                for t in step.tops:
+                    if not step.bottoms:                       # a source: its tops are data
+                        state[t] = self._leaf(state[t], t, graph)
+                    elif t not in step.bottoms and state[t].grad_fn is not None:
+                        state[t].retain_grad()                 # its .grad becomes the blob's diff
+                    if t not in step.bottoms:
+                        first[t] = state[t]
+        for b, t in state.items():
+            self.blobs[b]._bind(t)
+        self._live = graph
+        self._state, self._first = (state, first) if graph else ({}, {})
+
+    def _leaf(self, t: torch.Tensor, blob: str, track: bool) -> torch.Tensor:
+        """A graph-free view of `t`, differentiable when a backward computes this blob's diff."""
+        t = t.detach()
+        return t.requires_grad_(True) if track and self._need.get(blob) else t
+
+    # ---- backward ----------------------------------------------------------------------------
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """Back-propagate from layer `start` down to `end`, top diffs as keyword arrays (or the
+        blobs' current diffs); {end's bottoms (or the inputs) and `diffs`: their diff}."""
+        if kwargs:
+            self._feed(kwargs, self.outputs, "diff", "Top diff arguments do not match net outputs")
+        self._backward(self._index(start, len(self.layers) - 1), self._index(end, 0))
+        names = (self.bottom_names[end] if end is not None else self.inputs) + list(diffs or [])
+        return {b: self.blobs[b].diff for b in dict.fromkeys(names)}
+
+    def _backward(self, hi: int, lo: int):
+        """Caffe's BackwardFromTo(hi, lo): layer indices, hi >= lo."""
+        self._sync_host_writes()
+        if self._live and lo == 0 and hi == len(self._net.steps) - 1:
+            first, final = self._first, self._state
+        else:
+            first, final = self._rerun(lo, hi)
+        self._live, self._state, self._first = False, {}, {}
+        seeds, grads = [], []
+        for b in _unread(self._net, lo, hi):
+            t, d = final.get(b), self.blobs[b]._diff
+            if t is not None and t.grad_fn is not None and d is not None and bool(d.any()):
+                seeds.append(t)
+                grads.append(d.to(t.device, t.dtype).reshape(t.shape))
+        if seeds:
+            torch.autograd.backward(seeds, grads)
+        for b in self._written(lo, hi):
+            g = first[b].grad if b in first else None
+            self.blobs[b]._set_diff(g.detach() if g is not None else torch.zeros(self.blobs[b].shape))
+
+    def _written(self, lo: int, hi: int) -> list[str]:
+        """Blobs whose diff a backward over layers lo..hi computes: bottoms it propagates down to."""
+        out = {}
+        for step in self._net.steps[lo:hi + 1]:
+            if step.bottoms and not step.is_input:
+                out.update((b, None) for b, d in zip(step.bottoms, step.detach) if not d and self._need.get(b))
+        return list(out)
+
+    def _rerun(self, lo: int, hi: int) -> tuple[dict, dict]:
+        """Layers lo..hi again, from leaf copies of what they read in the last forward (the blobs'
+        data for layers that have not run): {blob: first version}, {blob: last version}."""
+        steps = self._net.steps
+        current, first = {}, {}
+        frozen = _frozen_state([s.layer for s in steps[lo:hi + 1] if s.bottoms])
+        cuda = sorted({s.device.index or 0 for s in steps[lo:hi + 1] if s.device.type == "cuda"})
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+                for k in range(lo, hi + 1):
+                    step = steps[k]
+                    if step.is_input or not step.bottoms:      # sources hold data, nothing to redo
+                        continue
+                    seen, rng = self._seen.get(k, (None, None))
+                    for j, b in enumerate(step.bottoms):
+                        if b not in current:
+                            t = seen[j] if seen is not None else self.blobs[b]._data
+                            current[b] = first[b] = self._leaf(t, b, True)
+                    if rng is not None:
+                        _set_rng_state(rng, step.device)
+                    self._net.run_steps(current, k, k)
+                    for t in step.tops:
+                        if t not in first and current[t].grad_fn is not None:
+                            current[t].retain_grad()
+                            first[t] = current[t]
+        finally:
+            _restore(frozen)
+        return first, current
+
+    # ---- whole batches ---------------------------------------------------------------------------
+    def forward_all(self, blobs=None, **kwargs):
+        """forward() over arrays longer than a batch, batch by batch; the outputs concatenated."""
+        outs: dict[str, list] = {}
+        for batch, pad in self._batches(kwargs):
+            _collect(outs, self.forward(blobs=blobs, **batch), pad)
+        return {b: np.asarray(v) for b, v in outs.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """forward_all with backward over the same batches (input arrays and top diffs as keywords):
+        (outputs, diffs)."""
+        ins = {k: v for k, v in kwargs.items() if k in self.inputs}
+        tops = {k: v for k, v in kwargs.items() if k not in ins}
+        outs: dict[str, list] = {}
+        grads: dict[str, list] = {}
+        for (fb, fpad), (bb, bpad) in zip_longest(self._batches(ins), self._batches(tops), fillvalue=({}, 0)):
+            pad = fpad if ins else bpad
+            _collect(outs, self.forward(blobs=blobs, **fb), pad)
+            _collect(grads, self.backward(diffs=diffs, **bb), pad)
+        return {b: np.asarray(v) for b, v in outs.items()}, {b: np.asarray(v) for b, v in grads.items()}
+
+    def _batches(self, arrays: dict):
+        """Batch-sized slices of `arrays` (the last one zero-padded) and how much padding each has."""
+        if not arrays:
+            yield {}, 0
+            return
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        n = len(next(iter(arrays.values())))
+        size = next(iter(self.blobs.values())).shape[0]
+        for i in range(0, n, size):
+            pad = max(0, i + size - n)
+            yield {k: np.concatenate([v[i:i + size], np.zeros((pad,) + v.shape[1:], v.dtype)])
+                   for k, v in arrays.items()}, pad
+
+    # ---- shapes and parameters -------------------------------------------------------------------
     def reshape(self):
         """Propagate input blob shapes through the net (Caffe's Net::Reshape)."""
         shapes = {b: self.blobs[b].shape for b in self._net.input_names}
@@ -279,6 +459,8 @@ class Net:
         for b, s in shapes.items():
             if self.blobs[b].shape != s:
                 self.blobs[b].reshape(*s)
+        self._seen.clear()
+        self._live = False
 
     def clear_param_diffs(self):
         for blobs in self.params.values():
@@ -286,13 +468,97 @@ class Net:
                 if b._data.grad is not None:
                     b._data.grad.zero_()
 
-    # ---- weights -------------------------------------------------------------------------------
+    def _sync_host_writes(self):
+        for blob in self.blobs.values():
+            blob._push()
+        for blobs in self.params.values():
+            for b in blobs:
+                b._push()
+
+    def share_with(self, other: Net):
+        """Caffe's ShareTrainedLayersWith: same-named layers take `other`'s parameter memory."""
+        self._sync_host_writes()
+        other._sync_host_writes()
+        for name, blobs in self.params.items():
+            theirs = other.params.get(name)
+            if theirs is None:
+                continue
+            if len(theirs) != len(blobs):
+                raise NetspecError(f"cannot share: {len(blobs)} blobs here, {len(theirs)} in the other net",
+                                   layer=name)
+            for j, (mine, src) in enumerate(zip(blobs, theirs)):
+                if mine.shape != src.shape:
+                    raise NetspecError(f"cannot share blob {j}: shape {mine.shape} here, {src.shape} in the "
+                                       "other net", layer=name)
+                mine._data.data = src._data.data
+
     def copy_from(self, path):
         from .io.caffemodel import load_weights
 
+        self._sync_host_writes()
         return load_weights(self._net.params(), path)
 
     def save(self, path):
         from .io.caffemodel import write_caffemodel
 
+        self._sync_host_writes()
         write_caffemodel(path, self._net.layer_params, self._net.params(), name=self._net.name)
+
+
+def _collect(into: dict, arrays: dict, pad: int):
+    """Append each batch's rows (padding dropped; a scalar such as a loss as one value)."""
+    for b, v in arrays.items():
+        v = np.array(v, copy=True)
+        into.setdefault(b, []).extend(v[:len(v) - pad] if v.ndim else [v])
+
+
+def _unread(net, lo: int, hi: int) -> list[str]:
+    """Blobs layers lo..hi write (inputs too, for the whole net) that no later layer of lo..hi reads:
+    where a backward over those layers starts (Caffe's net outputs, for the whole net)."""
+    free = dict.fromkeys(net.input_names) if lo == 0 else {}
+    for step in net.steps[lo:hi + 1]:
+        for b in step.bottoms:
+            free.pop(b, None)
+        free.update(dict.fromkeys(step.tops))
+    return list(free)
+
+
+def _need_backward(net, force: bool) -> dict[str, bool]:
+    """Caffe's blob_need_backward_: a blob gets a diff when a parameter or a differentiable bottom
+    lies upstream of it, or everywhere under force_backward (inputs and data only then)."""
+    need = dict.fromkeys(net.input_names, force)
+    for step in net.steps:
+        if step.is_input or not step.bottoms:
+            need.update(dict.fromkeys(step.tops, force))
+            continue
+        grads = force or any(p.requires_grad for p in step.layer.parameters()) or any(
+            need.get(b) and not d for b, d in zip(step.bottoms, step.detach))
+        for t in step.tops:
+            need[t] = need.get(t, False) or grads
+    return need
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple, device: torch.device):
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _frozen_state(layers) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the tensors a forward may change but a backward must not (BatchNorm's running sums)."""
+    out = []
+    for layer in layers:
+        out += [(t, t.detach().clone()) for t in layer.parameters() if not t.requires_grad]
+        out += [(t, t.clone()) for t in layer.buffers() if t.numel()]
+    return out
+
+
+def _restore(saved):
+    with torch.no_grad():
+        for t, copy in saved:
+            t.copy_(copy)
