@@ -229,7 +229,7 @@ class Net:
         self.bottom_names = OrderedDict((s.layer.name, list(s.bottoms)) for s in steps)
         self._blob_loss_weights = [self._net.loss_weights.get(b, 0.0) for b in self._blob_names]
         self._need = _need_backward(self._net, self.force_backward)
-        self._output_names = sorted(_unread(self._net, 0, len(steps) - 1))   # Caffe's come from a std::set
+        self._output_names = list(self._net.output_names)
         self._seen: dict[int, tuple] = {}     # step -> (bottoms it read, RNG state before it) in the last forward
         self._live = False                    # the last forward was full and tracked, its graph unused
         self._state: dict = {}

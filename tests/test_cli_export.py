@@ -160,5 +160,7 @@ def test_onnx_export_of_a_net_with_loss_and_accuracy(tmp_path):
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     blobs = np.load(DATA / "loss_net_blobs.npz")
-    loss, acc = ReferenceEvaluator(model).run(None, {"data": blobs["data"], "label": blobs["label"]})
+    outs = ReferenceEvaluator(model).run(None, {"data": blobs["data"], "label": blobs["label"]})
+    got = dict(zip([o.name for o in model.graph.output], outs))
+    loss, acc = got["loss"], got["acc"]
     assert abs(float(loss) - float(blobs["loss"])) < 1e-4 and float(acc) == float(blobs["acc"]), (loss, acc)

@@ -69,7 +69,7 @@ def test_graph_nodes_carry_caffe_names(layers_net):
     layer_nodes = [n for n in gm.graph.nodes if n.op == "call_module"]
     assert [n.meta["netspec_layer"] for n in layer_nodes] == list(layers_net.layers)[1:]
     assert "conv1 = self.conv1(data)" in gm.code
-    assert layers_net.output_names == ["tanh", "sig", "ip2a", "ip2b", "gpool_r", "prob"]
+    assert layers_net.output_names == ["gpool_r", "ip2a", "ip2b", "prob", "sig", "tanh"]   # sorted, as Caffe
     only = layers_net.graph_module(outputs=["prob"])
     assert list(only(torch.randn(2, 3, 35, 35))) == ["prob"]
     with pytest.raises(NetspecError, match="no blob"):

@@ -106,5 +106,5 @@ layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" }
     assert parsed.lr == [(0, 0.1), (2, 0.1), (4, 0.05), (6, 0.025)]
     assert [r.iteration for r in parsed.test[0]] == [0, 4, 8]
     assert set(parsed.test_names(0)) == {"loss", "acc", "Test loss"}
-    assert parsed.train_names() == ["loss", "acc"]
+    assert parsed.train_names() == ["acc", "loss"]     # Caffe orders net outputs by name
     assert all(r.seconds is not None and r.seconds >= 0 for r in parsed.test[0])

@@ -93,7 +93,6 @@ class CompiledNet(nn.Module):
         taken = set(dir(self)) | {"layers", "steps"}
         blob_device: dict[str, str] = {}
         shared: dict[str, ParamInfo] = {}
-        consumed: set[str] = set()
         for b, shape in zip(net.input, _legacy_input_shapes(net)):
             self._add_input(b, input_shapes.get(b, shape))
             blob_device[b] = ""
@@ -107,10 +106,9 @@ class CompiledNet(nn.Module):
                     if e.file is None and self.source is not None:
                         raise e.located(self.source, lines[i]) from None
                     raise
-                consumed.update(step.bottoms)
         finally:
             SOURCE_DIR.reset(token)
-        self.output_names = [b for b in self.blob_shapes if b not in consumed and b not in self.input_names]
+        self.output_names = _net_outputs(self.input_names, self.steps)
 
     def _add_input(self, blob: str, shape):
         if shape is None:
@@ -292,6 +290,19 @@ def _to_fx(net: CompiledNet, outputs) -> fx.GraphModule:
     gm = fx.GraphModule(net, graph, class_name=re.sub(r"\W", "_", net.name or "Net"))
     gm.graph.lint()
     return gm
+
+
+def _net_outputs(inputs: list[str], steps: list[Step]) -> list[str]:
+    """Caffe's net outputs: blobs whose last version no later layer reads, sorted by name (Caffe
+    keeps them in a std::set); a blob rewritten in place by the last reader counts."""
+    available = set(inputs)
+    for step in steps:
+        if step.is_input:
+            available.update(step.tops)
+            continue
+        available.difference_update(step.bottoms)
+        available.update(step.tops)
+    return sorted(available)
 
 
 def _getitem(seq, i):

@@ -128,9 +128,11 @@ class Solver:
         self._core.restore(state_file)
 
     def snapshot(self) -> None:
+        self.net._sync_host_writes()      # .data written from Python on a GPU net reaches the device
         self._core.snapshot()
 
     def apply_update(self) -> None:
+        self.net._sync_host_writes()
         self._core.apply_update()
 
     def share_weights(self, net: pycaffe.Net) -> None:
