@@ -2,7 +2,9 @@
 (Convolution, ReLU, LRN, MAX Pooling, a grouped Convolution, InnerProduct, SoftmaxWithLoss):
 every blob of one forward, the loss, and one SGD step's update of every parameter blob stay within
 the tolerances speed.py's docstring documents. torch.compile's agreement with eager is checked by
-tests/test_models.py::test_caffenet_deploy_under_torch_compile (not repeated here).
+tests/test_models.py::test_caffenet_deploy_under_torch_compile (not repeated here); here, that
+torch.compile sees a net as one graph (a graph break, e.g. a layer's forward touching its protobuf,
+costs fusion across the break: 7-9% of CaffeNet's training step on the CPU).
 
 The forward is checked through speed.configure/speed.autocast on a compiled net (what the solver
 runs); the step through the Solver itself, whose DummyData draws the same batch under every option
@@ -198,3 +200,36 @@ def test_forward_on_cuda_stays_near_fp32(option, true_fp32):
 @pytest.mark.parametrize("option", options("cuda") if torch.cuda.is_available() else ["bf16", "fp16"])
 def test_one_training_step_on_cuda_stays_near_fp32(option, true_fp32):
     check_step(option, torch.device("cuda", 0))
+
+
+# Layers whose forward used to read their LayerParameter (Pooling, SoftmaxWithLoss, Accuracy, Split,
+# Slice), around the usual ones.
+UNBROKEN = """
+layer { name: "split" type: "Split" bottom: "data" top: "d1" top: "d2" }
+layer { name: "slice" type: "Slice" bottom: "d1" top: "s1" top: "s2" slice_param { axis: 1 slice_point: 1 } }
+layer { name: "cat" type: "Concat" bottom: "s2" bottom: "s1" bottom: "d2" top: "x" }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "conv"
+  convolution_param { num_output: 8 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "norm" type: "LRN" bottom: "conv" top: "norm" }
+layer { name: "pool" type: "Pooling" bottom: "norm" top: "pool"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "ave" type: "Pooling" bottom: "pool" top: "ave"
+  pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 } }
+layer { name: "ip" type: "InnerProduct" bottom: "ave" top: "ip" inner_product_param { num_output: 10 } }
+layer { name: "drop" type: "Dropout" bottom: "ip" top: "ip" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" top: "prob" }
+layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" accuracy_param { top_k: 2 } }
+"""
+
+
+def test_torch_compile_sees_the_net_as_one_graph():
+    param = pb.NetParameter()
+    text_format.Merge(f'name: "unbroken"\n{INPUT}\n{UNBROKEN}', param)
+    param.state.phase = pb.TRAIN
+    net = compile_net(prepare_net(param, param.state, None), pb.TRAIN, seed=3)
+    gm = net.graph_module(outputs=["loss", "prob", "acc"])
+    data, label = torch.randn(8, 3, 35, 35), torch.randint(0, 10, (8,)).float()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(gm)(data, label)
+    reasons = [b.reason.splitlines()[0] for b in explained.break_reasons]
+    assert explained.graph_count == 1 and not reasons, f"{explained.graph_count} graphs; breaks: {reasons}"

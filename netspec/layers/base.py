@@ -87,6 +87,9 @@ class Layer(nn.Module):
         super().__init__()
         self.lp = lp
         self.name = lp.name
+        # A plain int for forward(): torch.compile cannot trace protobuf containers (len(lp.top) in a
+        # forward splits the compiled graph there).
+        self.num_tops = len(lp.top)
         self.phase = phase
         # Folder of the prototxt, the fallback for relative paths (sources, mean files) that do not
         # exist from the current directory, where Caffe looks.

@@ -83,7 +83,7 @@ class SoftmaxWithLoss(_Classify):
         # The clamp changes the value only (log(FLT_MIN) floor); the gradient stays prob - 1 as in Caffe.
         logp = logp + (logp.clamp(min=_LOG_FLT_MIN) - logp).detach()
         loss = -(logp * valid).sum() / self._normalizer(valid)
-        if len(self.lp.top) == 1:
+        if self.num_tops == 1:
             return loss
         return loss, F.softmax(x, dim=self.axis)
 
@@ -143,7 +143,7 @@ class Accuracy(_Classify):
             right = (better < self.top_k) & valid
             acc = right.sum() / valid.sum().clamp(min=1)
             acc = acc.to(x.dtype)
-            if len(self.lp.top) == 1:
+            if self.num_tops == 1:
                 return acc
             onehot = labels.unsqueeze(-1) == torch.arange(scores.shape[1], device=x.device)
             seen = (onehot & valid.unsqueeze(-1)).sum(dim=(0, 1))

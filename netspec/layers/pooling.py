@@ -126,7 +126,7 @@ class Pooling(Layer):
     def _max(self, x, out):
         if not self._native(x, out):
             return self._max_explicit(x, out)
-        if len(self.lp.top) == 1:
+        if self.num_tops == 1:
             return F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil)
         y, idx = F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil, return_indices=True)
         return y, idx.to(x.dtype)  # Caffe's mask: the flat in-image index h·W + w, as a float
@@ -137,7 +137,7 @@ class Pooling(Layer):
         y, idx = y[:, :, : out[0], : out[1]], idx[:, :, : out[0], : out[1]]
         if any((o - 1) * s - p >= size for o, s, p, size in zip(out, self.stride, self.pad, x.shape[2:])):
             y = y.clamp(min=-_FLT_MAX)  # a window wholly past the image: Caffe's start value -FLT_MAX
-        if len(self.lp.top) == 1:
+        if self.num_tops == 1:
             return y
         hp, wp = idx // xp.shape[3], idx % xp.shape[3]
         mask = (hp - self.pad[0]) * x.shape[3] + (wp - self.pad[1])

@@ -67,7 +67,7 @@ class Slice(Layer):
             raise self.error(f"{len(self.points)} slice_point(s) for {tops} tops; give {tops - 1}")
 
     def _sizes(self, dim: int, shape) -> list[int]:
-        tops = len(self.lp.top)
+        tops = self.num_tops
         if not self.points:
             if dim % tops:
                 raise self.shape_error(
@@ -105,7 +105,7 @@ class Split(Layer):
         return [bottom_shapes[0]] * len(self.lp.top)
 
     def forward(self, x):
-        return x if len(self.lp.top) == 1 else (x,) * len(self.lp.top)
+        return x if self.num_tops == 1 else (x,) * self.num_tops
 
 
 @register("Flatten")
