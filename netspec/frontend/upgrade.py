@@ -15,7 +15,7 @@ upgrade_net_proto_text. Where Caffe would log an error and carry on, netspec rai
 from __future__ import annotations
 
 from ..errors import NetspecError
-from ..io.v1types import V1_LAYER_TYPES, v1_type
+from ..proto.v1types import V1_LAYER_TYPES, v1_type
 from ..proto import pb
 
 __all__ = ["needs_upgrade", "upgrade_net", "upgrade_v1_layer", "V1_LAYER_TYPES"]

@@ -7,7 +7,6 @@
   export.py       trained blobs <-> a PyTorch state_dict (.pt)
   atomic.py       write to a temporary name, then rename
   protofile.py    reading binary protobuf files, wire format, one-line errors
-  v1types.py      V1/V0 layer type names -> current type strings
 """
 from .atomic import atomic_dir, atomic_open, atomic_write
 from .binaryproto import read_binaryproto, read_blobproto, write_binaryproto

@@ -50,7 +50,7 @@ from .protofile import (
     read_message,
     signed,
 )
-from .v1types import v0_type, v1_type
+from ..proto.v1types import v0_type, v1_type
 
 KIND = ".caffemodel"
 
