@@ -6,7 +6,7 @@ NetParameter.layers as V1LayerParameter with an enum `type` (UpgradeV1LayerType)
 """
 from __future__ import annotations
 
-from ..proto import pb
+from . import pb
 
 # UpgradeV1LayerType: V1LayerParameter.LayerType name -> type string.
 V1_LAYER_TYPES = {
