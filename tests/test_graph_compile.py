@@ -173,3 +173,23 @@ def test_layer_names_that_are_not_identifiers():
     net = compile_net(load_net(text, pb.TEST))
     assert list(net.layers) == ["in", "fc.1/a", "forward"]
     assert net(x=torch.ones(1, 2))["y"].shape == (1, 2)
+
+
+@pytest.mark.parametrize("body, words", [
+    ('layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { kernel_size: 3 } }',
+     "num_output must be given"),
+    ('layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: 3 } }',
+     "kernel_size (or kernel_h and kernel_w) is required"),
+    ('layer { name: "c" type: "InnerProduct" bottom: "x" top: "c" }', "num_output must be given"),
+    ('layer { name: "c" type: "Pooling" bottom: "x" top: "c" }', "kernel_size (or kernel_h and kernel_w) is required"),
+    ('layer { name: "c" type: "Data" top: "c" top: "l" data_param { source: "db" backend: LMDB } }',
+     "batch_size must be positive"),
+])
+def test_missing_required_params_are_one_line_errors(tmp_path, body, words):
+    f = tmp_path / "n.prototxt"
+    f.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }\n'
+                 + body + "\n")
+    with pytest.raises(NetspecError) as e:
+        compile_net(load_net(f, pb.TEST), source=f)
+    msg = str(e.value)
+    assert msg.startswith(f"{f}:2: layer 'c': ") and words in msg and "\n" not in msg, msg
