@@ -33,7 +33,7 @@ from ..frontend import prepare_net, test_net_sources, train_net_source
 from ..graph import DeviceMap, compile_net
 from ..io.caffemodel import load_weights
 from ..proto import pb
-from . import speed
+from . import debug, speed
 from .log import g6
 from .lr_policy import learning_rate
 from .snapshot import check_snapshot_prefix, read_snapshot, upgrade_snapshot_prefix, write_snapshot
@@ -180,6 +180,13 @@ class Solver:
 
     def forward_backward(self) -> float:
         """One forward and backward pass of the train net (diffs accumulate); the loss."""
+        if self.param.debug_info and self.root:
+            _, inputs = self._fn(self.net)
+            with speed.autocast(self.device, self._autocast):
+                blobs, loss = debug.forward_backward(self.net, dict(zip(self.net.input_names, inputs)),
+                                                     self._scaler.scaled if self._scaler else (lambda x: x))
+            self._outputs = {b: blobs[b].detach() for b in self.net.output_names}
+            return float(loss.detach())
         blobs = self._forward(self.net)
         loss = self.net.total_loss(blobs).float()
         (self._scaler.scaled(loss) if self._scaler else loss).backward()
@@ -317,7 +324,10 @@ class Solver:
         params = self.net.learnable_params()
         if self._scaler is not None and not self._scaler.unscale([p.tensor for p in params]):
             return
+        before = debug.before_update(self.net) if sp.debug_info and self.root else None
         self.rule.apply(params, rate, self.iter)
+        if before is not None:
+            debug.after_update(self.net, before)
 
     def _check_finite(self, loss) -> None:
         if math.isfinite(float(loss)):
