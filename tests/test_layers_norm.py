@@ -40,6 +40,25 @@ def test_lrn_within_channel_ignores_k():
     np.testing.assert_allclose(layer(torch.from_numpy(x).float()).numpy(), want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("channels, height, region", [(3, 4, "ACROSS_CHANNELS"), (1, 2, "ACROSS_CHANNELS"),
+                                                     (4, 2, "WITHIN_CHANNEL")])
+def test_lrn_windows_longer_than_the_blob(channels, height, region):
+    """Fewer channels (or rows) than local_size: Caffe zero-pads, so the window still divides by n."""
+    size, alpha, beta, k = 5, 0.3, 0.75, 2.0
+    x = np.random.default_rng(2).normal(size=(2, channels, height, 3))
+    layer = make_layer(f'type: "LRN" lrn_param {{ local_size: {size} alpha: {alpha} beta: {beta} k: {k} '
+                       f"norm_region: {region} }}", [x.shape])
+    if region == "ACROSS_CHANNELS":
+        padded = np.pad(x**2, ((0, 0), (2, 2), (0, 0), (0, 0)))
+        window_sum = np.stack([padded[:, c:c + size].sum(axis=1) for c in range(channels)], axis=1)
+        want = x * (k + alpha / size * window_sum) ** -beta
+    else:
+        padded = np.pad(x**2, ((0, 0), (0, 0), (2, 2), (2, 2)))
+        window_sum = sum(padded[:, :, i:i + height, j:j + 3] for i in range(size) for j in range(size))
+        want = x * (1 + alpha / size**2 * window_sum) ** -beta
+    np.testing.assert_allclose(layer(torch.from_numpy(x).float()).numpy(), want, rtol=1e-5)
+
+
 def test_lrn_rejects_even_size():
     with pytest.raises(NetspecError, match="odd"):
         make_layer('type: "LRN" lrn_param { local_size: 4 }', [(1, 4, 2, 2)])

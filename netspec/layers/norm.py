@@ -42,11 +42,21 @@ class LRN(Layer):
         pre = (self.size - 1) // 2
         sq = x * x
         if self.across:
-            # Mean over the n-channel window with zero padding = (1/n)·Σ x².
-            mean = F.avg_pool3d(sq.unsqueeze(1), (self.size, 1, 1), stride=1, padding=(pre, 0, 0)).squeeze(1)
+            # Mean over the n-channel window with zero padding = (1/n)·Σ x². torch refuses a kernel
+            # longer than the unpadded axis, so fewer channels than local_size are padded by hand.
+            sq = sq.unsqueeze(1)
+            if x.shape[1] < self.size:
+                sq, pad = F.pad(sq, (0, 0, 0, 0, pre, pre)), 0
+            else:
+                pad = pre
+            mean = F.avg_pool3d(sq, (self.size, 1, 1), stride=1, padding=(pad, 0, 0)).squeeze(1)
             scale = self.k + self.alpha * mean
         else:
-            mean = F.avg_pool2d(sq, self.size, stride=1, padding=pre, count_include_pad=True)
+            if min(x.shape[2:]) < self.size:
+                sq, pad = F.pad(sq, (pre, pre, pre, pre)), 0
+            else:
+                pad = pre
+            mean = F.avg_pool2d(sq, self.size, stride=1, padding=pad, count_include_pad=True)
             scale = 1.0 + self.alpha * mean
         return x * scale.pow(-self.beta)
 
