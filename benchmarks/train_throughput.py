@@ -48,11 +48,7 @@ def solver_param(model: str, batch: int, option: str) -> pb.SolverParameter:
 
 def netspec_step(model, batch, option, device, data, label):
     solver = Solver(solver_param(model, batch, option), None, device=device)
-    # The Solver feeds Input blobs from tensors it keeps (zeros until written): put the batch there.
-    _, inputs = solver._fn(solver.net)
-    by_name = dict(zip(solver.net.input_names, inputs))
-    by_name["data"].copy_(data)
-    by_name["label"].copy_(label.float())
+    solver.feed(data=data, label=label.float())      # the Input blobs every step reads
     return lambda: solver.step(1)
 
 

@@ -297,3 +297,24 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
     a.step(3)
     b.step(3)
     assert_same(weights(a), weights(b), exact=False)
+
+
+def test_feed_writes_the_input_blobs_every_step_reads(tmp_path):
+    from netspec.solver import Solver
+
+    data = Path(__file__).parent / "data" / "caffe"
+    f = tmp_path / "s.prototxt"
+    f.write_text(f'net: "{data / "loss_net.prototxt"}"\nbase_lr: 0.01 lr_policy: "fixed" max_iter: 1 '
+                 'solver_mode: CPU random_seed: 1\n')
+    solver = Solver(*load_solver(f))
+    blobs = np.load(data / "loss_net_blobs.npz")
+    solver.net.fill(7)
+    solver.feed(data=blobs["data"], label=blobs["label"])
+    assert solver.forward_loss() != pytest.approx(float(solver.net.total_loss(solver.net(
+        data=torch.zeros(6, 3, 19, 19), label=torch.zeros(6)))))
+    with torch.no_grad():
+        want = solver.net.total_loss(solver.net(data=torch.from_numpy(blobs["data"]),
+                                                label=torch.from_numpy(blobs["label"])))
+    assert solver.forward_loss() == pytest.approx(float(want), rel=1e-6)
+    with pytest.raises(NetspecError, match="no input blob 'nope'"):
+        solver.feed(nope=np.zeros(1))

@@ -173,6 +173,18 @@ class Solver:
                             net.name, ", ".join(net.input_names))
         return self._fns[key], self._inputs[key]
 
+    def feed(self, net=None, **arrays) -> None:
+        """Write arrays into the Input blobs of `net` (default: the train net); every later forward reads
+        them (nets with Data layers feed themselves)."""
+        net = self.net if net is None else net
+        _, inputs = self._fn(net)
+        by_name = dict(zip(net.input_names, inputs))
+        for name, value in arrays.items():
+            if name not in by_name:
+                raise NetspecError(f"net '{net.name}' has no input blob '{name}' (inputs: "
+                                   f"{', '.join(net.input_names) or 'none'})")
+            by_name[name].copy_(torch.as_tensor(value, dtype=torch.float32))
+
     def _forward(self, net) -> dict:
         fn, inputs = self._fn(net)
         with speed.autocast(self.device, self._autocast):
