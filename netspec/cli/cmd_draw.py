@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..draw import net_to_dot, write_drawing
+from .args import add_input_shapes, add_net_state
 from .cmd_shapes import compile_for_inspection, fmt_shape, parse_input_shapes, stages
 
 HELP = "draw a net as a graph of layers and blobs (PNG/SVG/PDF with Graphviz, or DOT text)"
@@ -22,15 +23,10 @@ EXAMPLES = ("  netspec draw models/alexnet/deploy.prototxt alexnet.png\n"
 def add_arguments(p) -> None:
     p.add_argument("net", help="net prototxt")
     p.add_argument("out", help="output file: .png, .svg or .pdf (rendered by Graphviz's dot), or .dot")
-    p.add_argument("--phase", default="TEST", type=str.upper, choices=["TRAIN", "TEST"],
-                   help="phase whose layers to draw (default TEST)")
-    p.add_argument("--level", type=int, default=None, help="NetState level (default: the net's own)")
-    p.add_argument("--stage", action="append", default=[],
-                   help="NetState stage(s), comma-separated or repeated")
+    add_net_state(p, "TEST", None, what="draw")
     p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"],
                    help="direction of the graph (default TB, top to bottom)")
-    p.add_argument("--input-shape", "--input_shape", action="append", default=[], metavar="BLOB=N,C,H,W",
-                   help="shape of an input blob, or of a data layer's top whose LMDB is not at hand")
+    add_input_shapes(p)
 
 
 def run(args) -> int:

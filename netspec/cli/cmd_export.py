@@ -20,6 +20,7 @@ import torch
 from ..errors import NetspecError
 from ..io.atomic import atomic_open
 from ..proto import pb
+from .args import add_input_shapes, add_net_state
 from .cmd_shapes import parse_input_shapes, stages, substitute_missing_data
 
 log = logging.getLogger("netspec.cli.export")
@@ -33,13 +34,8 @@ EXAMPLES = ("  netspec export -model deploy.prototxt -weights caffenet.caffemode
 def add_net_arguments(p) -> None:
     """-model, -phase, -level, -stage, --input-shape (shared with `netspec import`)."""
     p.add_argument("--model", help="net prototxt")
-    p.add_argument("--phase", default="TEST", type=str.upper, choices=["TRAIN", "TEST"],
-                   help="phase whose layers to keep (default TEST)")
-    p.add_argument("--level", type=int, default=0, help="NetState level (default 0)")
-    p.add_argument("--stage", action="append", default=[],
-                   help="NetState stage(s), comma-separated or repeated")
-    p.add_argument("--input-shape", "--input_shape", action="append", default=[], metavar="BLOB=N,C,H,W",
-                   help="shape of an input blob, or of a data layer's top whose LMDB is not at hand")
+    add_net_state(p, "TEST", 0)
+    add_input_shapes(p)
 
 
 def add_arguments(p) -> None:

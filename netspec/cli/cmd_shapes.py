@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import NetspecError
 from ..proto import pb
+from .args import add_input_shapes, add_net_state
 
 HELP = "print each layer's device, top blob shapes and parameter count, and the total"
 EXAMPLES = ("  netspec shapes models/alexnet/deploy.prototxt\n"
@@ -22,13 +23,8 @@ EXAMPLES = ("  netspec shapes models/alexnet/deploy.prototxt\n"
 
 def add_arguments(p) -> None:
     p.add_argument("net", help="net prototxt")
-    p.add_argument("--phase", default="TEST", type=str.upper, choices=["TRAIN", "TEST"],
-                   help="phase whose layers to keep (default TEST)")
-    p.add_argument("--level", type=int, default=None, help="NetState level (default: the net's own)")
-    p.add_argument("--stage", action="append", default=[],
-                   help="NetState stage(s), comma-separated or repeated")
-    p.add_argument("--input-shape", "--input_shape", action="append", default=[], metavar="BLOB=N,C,H,W",
-                   help="shape of an input blob, or of a data layer's top whose LMDB is not at hand")
+    add_net_state(p, "TEST", None)
+    add_input_shapes(p)
 
 
 def parse_input_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:

@@ -21,6 +21,7 @@ import torch
 from .. import evaluate
 from ..errors import NetspecError
 from ..proto import pb
+from .args import add_net_state
 
 log = logging.getLogger("netspec.cli.test")
 
@@ -36,11 +37,7 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", help="trained .caffemodel(s), comma-separated, copied in order")
     p.add_argument("--iterations", type=int, default=50, help="number of forward passes (default 50)")
     p.add_argument("--gpu", help="GPU id to run on (default: CPU); of a list only the first is used")
-    p.add_argument("--phase", default="TEST", type=str.upper, choices=["TRAIN", "TEST"],
-                   help="phase whose layers to keep (default TEST, as caffe test)")
-    p.add_argument("--level", type=int, default=0, help="NetState level (default 0)")
-    p.add_argument("--stage", action="append", default=[],
-                   help="NetState stage(s), comma-separated or repeated")
+    add_net_state(p, "TEST", 0)
     p.add_argument("--input", action="append", default=[], metavar="BLOB=FILE.npy",
                    help="feed an Input blob from a .npy array on every iteration (repeatable)")
     p.add_argument("--oversample", action="store_true",

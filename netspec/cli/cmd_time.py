@@ -18,6 +18,7 @@ import logging
 
 from ..errors import NetspecError
 from ..proto import pb
+from .args import add_input_shapes, add_net_state
 from .cmd_shapes import parse_input_shapes, stages, substitute_missing_data
 from .cmd_test import device_of
 
@@ -32,13 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", help="net prototxt to time")
     p.add_argument("--iterations", type=int, default=50, help="number of timed iterations (default 50)")
     p.add_argument("--gpu", help="GPU id to run on (default: CPU); of a list only the first is used")
-    p.add_argument("--phase", default="TRAIN", type=str.upper, choices=["TRAIN", "TEST"],
-                   help="phase whose layers to keep (default TRAIN, as caffe time)")
-    p.add_argument("--level", type=int, default=0, help="NetState level (default 0)")
-    p.add_argument("--stage", action="append", default=[],
-                   help="NetState stage(s), comma-separated or repeated")
-    p.add_argument("--input-shape", "--input_shape", action="append", default=[], metavar="BLOB=N,C,H,W",
-                   help="shape of an input blob, or of a data layer's top whose LMDB is not at hand")
+    add_net_state(p, "TRAIN", 0)
+    add_input_shapes(p)
 
 
 def compile_for_timing(model: str, phase_name: str, level: int, stage_list, given: dict, device):
