@@ -169,7 +169,7 @@ class Solver:
             self._inputs[key] = [torch.zeros(net.blob_shapes[b], device=self.device) for b in net.input_names]
             if net.input_names and self.root:
                 log.warning("net '%s' reads input blob(s) %s that nothing feeds during training; they stay "
-                            "zero (use a Data layer, or feed them through the pycaffe API)",
+                            "zero (use a Data layer, Solver.feed, or the pycaffe API)",
                             net.name, ", ".join(net.input_names))
         return self._fns[key], self._inputs[key]
 
