@@ -17,7 +17,7 @@ from .validate import validate_net
 
 __all__ = ["load_net", "load_solver", "parse_net_text", "prepare_net", "layer_positions", "filter_net",
            "make_state", "state_meets_rule", "validate_net", "read_text_file", "write_text_file",
-           "parse_text", "NetSource", "train_net_source", "test_net_sources", "resolve_path"]
+           "parse_text", "LazyLines", "NetSource", "train_net_source", "test_net_sources", "resolve_path"]
 
 
 def _looks_like_text(s: str) -> bool:
@@ -69,11 +69,24 @@ def layer_positions(net: pb.NetParameter, source) -> list[int | None]:
     return out
 
 
+class LazyLines:
+    """`layer_positions(net, source)`, worked out on the first lookup: the lines are needed only to
+    report an error, and finding them re-reads and re-parses the prototxt."""
+
+    def __init__(self, net: pb.NetParameter, source):
+        self.net, self.source, self._lines = net, source, None
+
+    def __getitem__(self, i: int) -> int | None:
+        if self._lines is None:
+            self._lines = layer_positions(self.net, self.source)
+        return self._lines[i]
+
+
 def prepare_net(net: pb.NetParameter, state: pb.NetState, source=None) -> pb.NetParameter:
     """Upgrade, filter by `state` and validate an already-read net."""
     net = upgrade_if_needed(net, source)
-    net = filter_net(net, state, layer_positions(net, source), source)
-    validate_net(net, source, layer_positions(net, source))
+    net = filter_net(net, state, LazyLines(net, source), source)
+    validate_net(net, source, LazyLines(net, source))
     return net
 
 

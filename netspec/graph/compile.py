@@ -85,11 +85,10 @@ class CompiledNet(nn.Module):
 
     # ---- building ------------------------------------------------------------------------------
     def _build(self, net: pb.NetParameter, seed, input_shapes):
-        from ..frontend import layer_positions
+        from ..frontend import LazyLines
 
-        lines = layer_positions(net, self.source)
-        gen = torch.Generator().manual_seed(int(seed) if seed is not None and seed >= 0
-                                            else torch.seed() % (2**63))
+        lines = LazyLines(net, self.source)
+        gen = _generator(seed)
         taken = set(dir(self)) | {"layers", "steps"}
         blob_device: dict[str, str] = {}
         shared: dict[str, ParamInfo] = {}
@@ -101,7 +100,7 @@ class CompiledNet(nn.Module):
             for i, lp in enumerate(net.layer):
                 lp = _with_phase(lp, self.phase)
                 try:
-                    step = self._build_layer(lp, gen, taken, blob_device, shared, input_shapes)
+                    self._build_layer(lp, gen, taken, blob_device, shared, input_shapes)
                 except NetspecError as e:
                     if e.file is None and self.source is not None:
                         raise e.located(self.source, lines[i]) from None
@@ -116,7 +115,7 @@ class CompiledNet(nn.Module):
         self.input_names.append(blob)
         self.blob_shapes[blob] = tuple(int(d) for d in shape)
 
-    def _build_layer(self, lp, gen, taken, blob_device, shared, input_shapes) -> Step:
+    def _build_layer(self, lp, gen, taken, blob_device, shared, input_shapes) -> None:
         cls = layer_class(lp.type, lp.name)
         if lp.type == "Input":
             layer = cls(lp, [], self.phase)
@@ -148,7 +147,6 @@ class CompiledNet(nn.Module):
         for t in lp.top:
             blob_device[t] = logical
         self.steps.append(step)
-        return step
 
     def _tie_params(self, layer: Layer, lp: pb.LayerParameter, shared: dict[str, ParamInfo]):
         """ParamSpec names share one blob across layers; lr_mult 0 freezes (Caffe's AppendParam)."""
@@ -165,9 +163,9 @@ class CompiledNet(nn.Module):
                 if spec.name:
                     shared[spec.name] = info
                 continue
-            same = (tuple(owner.tensor.shape) == tuple(tensor.shape) if spec.share_mode == pb.ParamSpec.STRICT
-                    else owner.tensor.numel() == tensor.numel())
-            if not same or tuple(owner.tensor.shape) != tuple(tensor.shape):
+            # Caffe's PERMISSIVE mode would also accept another shape of the same count; netspec shares
+            # one tensor, so it needs the same shape in both modes.
+            if tuple(owner.tensor.shape) != tuple(tensor.shape):
                 raise NetspecError(f"shared parameter '{spec.name}' (blob {i}) has shape {tuple(tensor.shape)}, "
                                    f"but its owner '{owner.layer}' has {tuple(owner.tensor.shape)}", layer=lp.name)
             if i < len(lp.param) and lp.param[i].HasField("lr_mult") and lp.param[i].lr_mult != owner.lr_mult:
@@ -234,7 +232,7 @@ class CompiledNet(nn.Module):
         return OrderedDict((n, l.blobs) for n, l in self.layers.items() if l.blob_names)
 
     def fill(self, seed: int | None = None) -> None:
-        gen = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % (2**63))
+        gen = _generator(seed)
         for layer in self.layers.values():
             layer.fill(gen)
 
@@ -303,6 +301,11 @@ def _net_outputs(inputs: list[str], steps: list[Step]) -> list[str]:
         available.difference_update(step.bottoms)
         available.update(step.tops)
     return sorted(available)
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    """The fillers' generator: seeded when seed >= 0 (the solver's random_seed), else from the clock."""
+    return torch.Generator().manual_seed(int(seed) if seed is not None and seed >= 0 else torch.seed() % (2**63))
 
 
 def _getitem(seq, i):
