@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import NetspecError
+from ..io.binaryproto import write_binaryproto
 from ..proto import pb
 from . import db as dbmod
 from .datum import decode_native, parse, to_array
@@ -50,25 +50,9 @@ def compute_mean(db_path, out=None, progress: bool = False) -> np.ndarray:
     return mean
 
 
-def mean_blob(mean: np.ndarray) -> pb.BlobProto:
-    """A 1xCxHxW float array as Caffe's mean BlobProto (legacy 4-D fields)."""
-    num, c, h, w = mean.shape
-    return pb.BlobProto(num=num, channels=c, height=h, width=w, data=mean.astype(np.float32).ravel())
-
-
 def save_mean(mean: np.ndarray, path) -> None:
-    """Write the mean atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(mean_blob(mean).SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write a 1xCxHxW mean as Caffe's BlobProto (legacy 4-D fields), atomically."""
+    write_binaryproto(path, mean)
 
 
 def load_mean(path) -> np.ndarray:
