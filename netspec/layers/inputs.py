@@ -49,7 +49,7 @@ class Input(_Source):
 
     def forward(self):
         """Zero blobs of the declared shapes (what Caffe holds before anything is fed)."""
-        tops = tuple(torch.zeros(s, device=self._device_probe.device) for s in self.input_shapes())
+        tops = tuple(torch.zeros(s, device=self._device_probe.device) for s in self.top_shapes)
         return tops[0] if len(tops) == 1 else tops
 
 
@@ -60,8 +60,10 @@ class DummyData(_Source):
     is_data = True
 
     def setup(self, bottom_shapes):
+        # Read once: forward runs every iteration and the message does not change.
+        self.top_fillers = self.fillers()
         # Non-persistent buffers: they follow .to(device) but stay out of the state_dict and weights.
-        for i, (shape, filler) in enumerate(zip(self.input_shapes(), self.fillers())):
+        for i, (shape, filler) in enumerate(zip(self.input_shapes(), self.top_fillers)):
             if _is_constant(filler):
                 self.register_buffer(f"_top{i}", make(shape, filler), persistent=False)
 
@@ -88,7 +90,7 @@ class DummyData(_Source):
     def forward(self):
         device = self._device_probe.device
         tops = tuple(getattr(self, f"_top{i}") if _is_constant(f) else make(s, f).to(device)
-                     for i, (s, f) in enumerate(zip(self.input_shapes(), self.fillers())))
+                     for i, (s, f) in enumerate(zip(self.top_shapes, self.top_fillers)))
         return tops[0] if len(tops) == 1 else tops
 
 
