@@ -23,6 +23,7 @@ from ..errors import NetspecError
 from ..frontend import load_solver
 from ..solver.log import glog_to_stderr
 from ..solver.signals import EFFECTS, SignalHandler
+from . import report_errors
 
 log = logging.getLogger("netspec.cli.train")
 
@@ -123,15 +124,7 @@ def run(args) -> int:
 
 def replica_main(args) -> int:
     """One replica started by `netspec train` itself: `run` with the CLI's one-line errors."""
-    try:
-        return run(args)
-    except NetspecError as e:
-        if args.debug:
-            raise
-        print(f"netspec train: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return report_errors("netspec train", args.debug, run, args)
 
 
 def train(args) -> int:
