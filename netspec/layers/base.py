@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import NetspecError, ShapeError
+from ..net_spec import param_name_dict
 from ..proto import pb
 
 REGISTRY: dict[str, type["Layer"]] = {}
@@ -52,16 +53,9 @@ def layer_class(type_name: str, layer: str | None = None) -> type["Layer"]:
         raise NetspecError(f"unknown layer type '{type_name}' (known types: {known})", layer=layer) from None
 
 
-def _param_field(type_name: str) -> str | None:
-    """The LayerParameter field holding this type's parameters, e.g. 'convolution_param'."""
-    special = {"LRN": "lrn_param", "ReLU": "relu_param", "TanH": "tanh_param", "ELU": "elu_param",
-               "PReLU": "prelu_param", "SPP": "spp_param", "MVN": "mvn_param", "Eltwise": "eltwise_param",
-               "InnerProduct": "inner_product_param", "BatchNorm": "batch_norm_param",
-               "DummyData": "dummy_data_param", "ArgMax": "argmax_param", "SoftmaxWithLoss": "softmax_param"}
-    if type_name in special:
-        return special[type_name]
-    snake = "".join("_" + c.lower() if c.isupper() else c for c in type_name).lstrip("_") + "_param"
-    return snake if snake in pb.LayerParameter.DESCRIPTOR.fields_by_name else None
+# Layer type -> its *_param field, from the schema (ConvolutionParameter -> convolution_param), plus
+# the types Caffe gives another type's message.
+_PARAM_FIELDS = {**param_name_dict(), "Deconvolution": "convolution_param", "SoftmaxWithLoss": "softmax_param"}
 
 
 class Layer(nn.Module):
@@ -133,7 +127,7 @@ class Layer(nn.Module):
     @property
     def param(self):
         """This layer type's *_param message (defaults if the prototxt gives none)."""
-        field = _param_field(self.type)
+        field = _PARAM_FIELDS.get(self.type)
         if field is None:
             raise AttributeError(f"layer type {self.type} has no *_param message")
         return getattr(self.lp, field)

@@ -27,10 +27,6 @@ class _ConvBase(Layer):
     blob_names = ("weight", "bias")
     transposed = False
 
-    @property
-    def param(self):
-        return self.lp.convolution_param  # Deconvolution reads the same message
-
     def _spatial(self, name: str, n: int, default: int) -> tuple[int, ...]:
         """A repeated spatial field (kernel_size/pad/stride/dilation) with its _h/_w form."""
         p = self.param
