@@ -147,10 +147,6 @@ class Writer:
         self.commit_every = commit_every
         self.pending: list[tuple[bytes, bytes]] = []
 
-    def keys(self) -> set[str]:
-        with self.env.begin() as txn:
-            return {k.decode("utf-8", "replace") for k in txn.cursor().iternext(keys=True, values=False)}
-
     def put(self, key: str, value: bytes) -> bool:
         """Queue one record; returns True when this put triggered a commit."""
         self.pending.append((key.encode("utf-8"), value))
