@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ..errors import NetspecError
+from ..io.atomic import atomic_write
 from ..proto import pb
 from . import db as dbmod
 from .datum import mat_to_datum
@@ -224,9 +225,7 @@ def _start_state(tmp: Path, settings: dict, resume: bool) -> dict:
 
 
 def _save_state(tmp: Path, state: dict) -> None:
-    part = tmp / (STATE_FILE + ".tmp")
-    part.write_text(json.dumps(state))
-    os.replace(part, tmp / STATE_FILE)
+    atomic_write(tmp / STATE_FILE, json.dumps(state).encode())
 
 
 def _check_size(state: dict, size: int, rel: str) -> None:
