@@ -43,6 +43,12 @@ class _Classify(Layer):
         outer, classes, inner = self._geometry(x.shape, label.shape)
         return x.reshape(outer, classes, inner), label.reshape(outer, inner).long()
 
+    def _valid(self, labels):
+        """The (outer, inner) mask of labels that count: all but ignore_label."""
+        if self.ignore_label is None:
+            return torch.ones_like(labels, dtype=torch.bool)
+        return labels != self.ignore_label
+
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(_Classify):
@@ -74,11 +80,7 @@ class SoftmaxWithLoss(_Classify):
 
     def forward(self, x, label):
         scores, labels = self._split(x, label)
-        valid = (
-            torch.ones_like(labels, dtype=torch.bool)
-            if self.ignore_label is None
-            else labels != self.ignore_label
-        )
+        valid = self._valid(labels)
         logp = F.log_softmax(scores, dim=1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
         # The clamp changes the value only (log(FLT_MIN) floor); the gradient stays prob - 1 as in Caffe.
         logp = logp + (logp.clamp(min=_LOG_FLT_MIN) - logp).detach()
@@ -133,11 +135,7 @@ class Accuracy(_Classify):
     def forward(self, x, label):
         with torch.no_grad():
             scores, labels = self._split(x.detach(), label.detach())
-            valid = (
-                torch.ones_like(labels, dtype=torch.bool)
-                if self.ignore_label is None
-                else labels != self.ignore_label
-            )
+            valid = self._valid(labels)
             true = scores.gather(1, torch.where(valid, labels, 0).unsqueeze(1))
             better = (scores >= true).sum(dim=1) - 1  # the true class counts itself once
             right = (better < self.top_k) & valid
