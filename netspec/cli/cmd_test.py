@@ -22,6 +22,7 @@ from .. import evaluate
 from ..errors import NetspecError
 from ..proto import pb
 from .args import add_net_state
+from .cmd_shapes import stages
 
 log = logging.getLogger("netspec.cli.test")
 
@@ -76,10 +77,6 @@ def read_inputs(items: list[str]) -> dict[str, np.ndarray]:
             raise NetspecError(f"not a .npy array: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                                file=path) from None
     return out
-
-
-def stages(items: list[str]) -> list[str]:
-    return [s.strip() for item in items for s in item.split(",") if s.strip()]
 
 
 def load_trained_net(model: str | None, weights: str | None, phase: int, level: int, stage_list,

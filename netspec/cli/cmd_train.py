@@ -24,6 +24,7 @@ from ..frontend import load_solver
 from ..solver.log import glog_to_stderr
 from ..solver.signals import EFFECTS, SignalHandler
 from . import report_errors
+from .cmd_shapes import stages
 
 log = logging.getLogger("netspec.cli.train")
 
@@ -137,7 +138,7 @@ def train(args) -> int:
         raise NetspecError("give -snapshot to resume training or -weights to fine-tune, not both")
     sp, path = load_solver(solver_file)
     sp.train_state.level = args.level
-    sp.train_state.stage.extend(s.strip() for item in args.stage for s in item.split(",") if s.strip())
+    sp.train_state.stage.extend(stages(args.stage))
     rank = parallel.launched()
     if rank is None and (n := replicas_to_start(args, sp)) > 1:
         log.info("Starting %d data-parallel replicas", n)
