@@ -18,7 +18,7 @@ import logging
 import torch
 
 from ..errors import NetspecError
-from ..io.atomic import atomic_open
+from ..io.export import write_state_dict
 from ..proto import pb
 from .args import add_input_shapes, add_net_state
 from .cmd_shapes import parse_input_shapes, stages, substitute_missing_data
@@ -101,8 +101,7 @@ def run(args) -> int:
         log.info("%s", load_weights(net.params(), w).summary())
     state = net_state_dict(net)
     if args.output:
-        with atomic_open(args.output, "wb") as f:
-            torch.save(state, f)
+        write_state_dict(state, args.output)
         print(f"wrote {args.output}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} values")
     if args.onnx:
         deployed = compile_net(as_deployed(param, net), phase=net.phase, device_map="cpu", seed=0,

@@ -37,6 +37,11 @@ def export_state_dict(params: Mapping[str, Sequence], path) -> None:
     for layer, blobs in params.items():
         for i, blob in enumerate(blobs):
             state[f"{layer}.{i}"] = torch.from_numpy(as_float32(blob).copy())
+    write_state_dict(state, path)
+
+
+def write_state_dict(state: Mapping, path) -> None:
+    """torch.save a dict of tensors to `path`, atomically."""
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
 
