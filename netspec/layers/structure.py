@@ -16,18 +16,23 @@ from .base import Layer, canonical_axis, register
 E = pb.EltwiseParameter
 
 
+def _axis(layer: Layer, legacy: str, num_axes: int) -> int:
+    """The param's `axis`, or its legacy never-negative alias (concat_dim, slice_dim) when given."""
+    p = layer.param
+    if not p.HasField(legacy):
+        return canonical_axis(p.axis, num_axes, layer)
+    dim = getattr(p, legacy)
+    if dim >= num_axes:
+        raise layer.shape_error(f"{legacy} {dim} is out of range for a {num_axes}-axis blob")
+    return dim
+
+
 @register("Concat")
 class Concat(Layer):
     min_bottoms, exact_tops = 1, 1
 
     def setup(self, bottom_shapes):
-        p, n = self.param, len(bottom_shapes[0])
-        if p.HasField("concat_dim"):  # legacy alias, never negative
-            if p.concat_dim >= n:
-                raise self.shape_error(f"concat_dim {p.concat_dim} is out of range for a {n}-axis blob")
-            self.axis = p.concat_dim
-        else:
-            self.axis = canonical_axis(p.axis, n, self)
+        self.axis = _axis(self, "concat_dim", len(bottom_shapes[0]))
 
     def infer_top_shapes(self, bottom_shapes):
         first = bottom_shapes[0]
@@ -52,16 +57,8 @@ class Slice(Layer):
     exact_bottoms, min_tops = 1, 1
 
     def setup(self, bottom_shapes):
-        p, shape = self.param, bottom_shapes[0]
-        if p.HasField("slice_dim"):  # legacy alias
-            if p.slice_dim >= len(shape):
-                raise self.shape_error(
-                    f"slice_dim {p.slice_dim} is out of range for a {len(shape)}-axis blob"
-                )
-            self.axis = p.slice_dim
-        else:
-            self.axis = canonical_axis(p.axis, len(shape), self)
-        self.points = list(p.slice_point)
+        self.axis = _axis(self, "slice_dim", len(bottom_shapes[0]))
+        self.points = list(self.param.slice_point)
         tops = len(self.lp.top)
         if self.points and len(self.points) != tops - 1:
             raise self.error(f"{len(self.points)} slice_point(s) for {tops} tops; give {tops - 1}")
