@@ -36,6 +36,7 @@ from .data.reader import BatchReader
 from .data.transform import DataTransformer
 from .errors import NetspecError
 from .proto import pb
+from .solver.log import g6
 
 log = logging.getLogger("netspec.evaluate")
 
@@ -44,7 +45,7 @@ TOP_KS = (1, 5)
 
 def fmt(value) -> str:
     """A float as C++'s `ostream << float` prints it (%g, 6 significant digits)."""
-    return "%g" % float(np.float32(value))
+    return g6(np.float32(value))
 
 
 # ---- caffe test ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import NetspecError
+from .solver.log import g6
 
 
 @dataclass
@@ -47,18 +48,13 @@ class Timing:
         n = self.iterations
         out = ["Average time per layer: "]
         for name, f, b in zip(self.layers, self.forward, self.backward):
-            out.append(f"{name:>10}\tforward: {_g(f / n)} ms.")
-            out.append(f"{name:>10}\tbackward: {_g(b / n)} ms.")
-        out += [f"Average Forward pass: {_g(self.forward_total / n)} ms.",
-                f"Average Backward pass: {_g(self.backward_total / n)} ms.",
-                f"Average Forward-Backward: {_g(self.total / n)} ms.",
-                f"Total Time: {_g(self.total)} ms."]
+            out.append(f"{name:>10}\tforward: {g6(f / n)} ms.")
+            out.append(f"{name:>10}\tbackward: {g6(b / n)} ms.")
+        out += [f"Average Forward pass: {g6(self.forward_total / n)} ms.",
+                f"Average Backward pass: {g6(self.backward_total / n)} ms.",
+                f"Average Forward-Backward: {g6(self.total / n)} ms.",
+                f"Total Time: {g6(self.total)} ms."]
         return out
-
-
-def _g(ms: float) -> str:
-    """A double as C++'s ostream prints it (6 significant digits)."""
-    return "%g" % ms
 
 
 class Clock:

@@ -72,12 +72,7 @@ def glog_to_stderr(level: int = logging.INFO, stream=None):
 
 def g6(x) -> str:
     """A number as C++'s default ostream writes it (6 significant digits)."""
-    x = float(x)
-    if x != x:
-        return "nan"
-    if x in (float("inf"), float("-inf")):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.6g}"
+    return "%g" % float(x)       # %g is 6 significant digits; nan, inf and -inf print as in C++
 
 
 # ---- parsing ----------------------------------------------------------------------------------
