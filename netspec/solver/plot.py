@@ -5,10 +5,10 @@ test nets' other outputs (accuracies), and the learning rate.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import NetspecError
+from ..io.atomic import atomic_open
 from .log import parse_log
 
 
@@ -52,13 +52,7 @@ def save_curves(log_path, out, title: str | None = None):
         raise NetspecError("no training progress found (expected Caffe's 'Iteration N, loss = L' lines)",
                            file=log_path)
     out = Path(out)
-    if not out.parent.is_dir():
-        raise NetspecError(f"cannot write: folder '{out.parent}' does not exist", file=out)
     fig = draw(parsed, title or Path(log_path).name)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(out) as f:        # the format follows out's suffix, as savefig(out) would pick it
+        fig.savefig(f, dpi=100, format=out.suffix[1:] or None)
     return parsed
