@@ -33,6 +33,8 @@ def forward_backward(net, inputs: dict, scale_loss=lambda loss: loss) -> tuple[d
     def after_layer(k, step, blobs):
         read[k] = [blobs[b] for b in step.bottoms]            # the versions this layer saw
         for t in step.tops:
+            if blobs[t].requires_grad:
+                blobs[t].retain_grad()
             log.info("    [Forward] Layer %s, top blob %s data: %s", step.layer.name, t, g6(_mean_abs(blobs[t])))
         for i, p in enumerate(step.layer.blobs):
             log.info("    [Forward] Layer %s, param blob %d data: %s", step.layer.name, i, g6(_mean_abs(p)))
@@ -40,14 +42,7 @@ def forward_backward(net, inputs: dict, scale_loss=lambda loss: loss) -> tuple[d
     blobs = dict(inputs)
     for b in net.input_names:
         blobs[b] = blobs[b].detach().requires_grad_(True)
-
-    def keep_grads(k, step, bl):
-        for t in step.tops:
-            if bl[t].requires_grad:
-                bl[t].retain_grad()
-        after_layer(k, step, bl)
-
-    net.run_steps(blobs, hook=keep_grads)
+    net.run_steps(blobs, hook=after_layer)
     loss = net.total_loss(blobs).float()
     scale_loss(loss).backward()
     for k in range(len(net.steps) - 1, -1, -1):
