@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import NetspecError, ShapeError
-from ..net_spec import param_name_dict
-from ..proto import pb
+from ..proto import param_name_dict, pb
 
 REGISTRY: dict[str, type["Layer"]] = {}
 

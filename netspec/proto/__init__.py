@@ -7,4 +7,18 @@ reader alike).
 """
 from . import netspec_pb2 as pb
 
-__all__ = ["pb"]
+__all__ = ["pb", "param_name_dict"]
+
+
+def param_name_dict() -> dict[str, str]:
+    """Layer type → its parameter field, from LayerParameter (ConvolutionParameter → convolution_param).
+
+    As in pycaffe, every `*_param` field whose message is named `<X>Parameter` maps type X; some
+    entries (Transformation, Loss) are no layer type, which is harmless.
+    """
+    names = {}
+    for field in pb.LayerParameter.DESCRIPTOR.fields:
+        kind = field.message_type.name if field.message_type is not None else ""
+        if field.name.endswith("_param") and kind.endswith("Parameter"):
+            names[kind[: -len("Parameter")]] = field.name
+    return names
