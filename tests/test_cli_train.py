@@ -246,6 +246,16 @@ def test_plot_refuses_a_log_without_progress(tmp_path, capsys):
     assert "no training progress found" in capsys.readouterr().err
 
 
+def test_plot_refuses_an_unknown_image_format(tmp_path, capsys):
+    log = tmp_path / "t.log"
+    log.write_text("I1125 12:00:00.000000 1 solver.py:1] Iteration 0, loss = 2.3\n"
+                   "I1125 12:00:01.000000 1 solver.py:1] Iteration 10, loss = 1.5\n")
+    assert main(["plot", str(log), "-o", str(tmp_path / "curves.xyz")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write a '.xyz' image" in err and "png" in err and "Traceback" not in err
+    assert not (tmp_path / "curves.xyz").exists()
+
+
 def test_level_and_stage_select_the_train_net(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     setup_run(tmp_path, max_iter=0)

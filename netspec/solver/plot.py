@@ -53,6 +53,9 @@ def save_curves(log_path, out, title: str | None = None):
                            file=log_path)
     out = Path(out)
     fig = draw(parsed, title or Path(log_path).name)
+    kinds = fig.canvas.get_supported_filetypes()
+    if out.suffix and out.suffix[1:].lower() not in kinds:
+        raise NetspecError(f"cannot write a '{out.suffix}' image (formats: {', '.join(sorted(kinds))})", file=out)
     with atomic_open(out) as f:        # the format follows out's suffix, as savefig(out) would pick it
         fig.savefig(f, dpi=100, format=out.suffix[1:] or None)
     return parsed
