@@ -254,11 +254,6 @@ def _tee(path: Path):
         handler.close()
 
 
-def _close(net) -> None:
-    for layer in net.layers.values():  # Data layers' reader threads and LMDB handles
-        getattr(layer, "close", lambda: None)()
-
-
 def train(solver_path: Path, device: torch.device, log_path: Path) -> tuple[str, str]:
     """Step 5: Caffe's training loop from the fillers; Ctrl-C snapshots and stops, as `netspec train`."""
     sp, path = load_solver(solver_path)
@@ -272,7 +267,7 @@ def train(solver_path: Path, device: torch.device, log_path: Path) -> tuple[str,
                 solver.solve()
             finally:
                 for net in [solver.net, *solver.test_nets]:
-                    _close(net)
+                    net.close()
     if solver.requested_early_exit:
         if solver.last_snapshot:
             print(f"training interrupted at iteration {solver.iter}; to go on: netspec train {solver_path} "
@@ -291,7 +286,7 @@ def score(net_path: Path, weights: str, iterations: int, device) -> tuple[list[s
         load_weights(net.params(), weights)
         scores = evaluate.score(net, iterations)
     finally:
-        _close(net)
+        net.close()
     lines = evaluate.summary_lines(scores) + evaluate.error_lines(net, scores)
     return lines, {k: float(scores.mean(b)[0]) for k, b in evaluate.accuracy_tops(net)}
 

@@ -143,6 +143,5 @@ def run(args) -> int:
         if args.oversample:
             print("\n".join(evaluate.oversample(net, args.iterations).lines()))
     finally:
-        for layer in net.layers.values():
-            getattr(layer, "close", lambda: None)()
+        net.close()
     return 0

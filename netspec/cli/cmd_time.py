@@ -75,6 +75,5 @@ def run(args) -> int:
         print("\n".join(result.lines()))
         print("*** Benchmark ends ***")
     finally:
-        for layer in net.layers.values():
-            getattr(layer, "close", lambda: None)()
+        net.close()
     return 0

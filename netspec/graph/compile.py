@@ -236,6 +236,11 @@ class CompiledNet(nn.Module):
         for layer in self.layers.values():
             layer.fill(gen)
 
+    def close(self) -> None:
+        """Release every layer's outside resources (Data layers' readers); the net is not used after."""
+        for layer in self.layers.values():
+            layer.close()
+
     def place(self) -> "CompiledNet":
         """Move each layer to its bound device (after compiling on the CPU)."""
         for step in self.steps:

@@ -110,6 +110,9 @@ class Layer(nn.Module):
         tops = tops if isinstance(tops, (tuple, list)) else (tops,)
         return [tuple(t.shape) for t in tops]
 
+    def close(self) -> None:
+        """Release what the layer holds outside torch (a Data layer's reader threads and LMDB handle)."""
+
     def filler(self, blob_name: str) -> pb.FillerParameter | None:
         """The FillerParameter initialising `blob_name` (None: Caffe's default constant 0)."""
         return None
