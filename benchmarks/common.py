@@ -26,7 +26,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from netspec.cli.cmd_shapes import substitute_missing_data  # noqa: E402
+from netspec.graph.inspect import substitute_missing_data  # noqa: E402
 from netspec.frontend import load_net  # noqa: E402
 from netspec.graph import compile_net  # noqa: E402
 from netspec.proto import pb  # noqa: E402

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netspec.io.caffemodel import (
+from netspec.formats.caffemodel import (
     load_weights,
     read_caffemodel,
     read_weights,

@@ -11,10 +11,10 @@ from .proto import pb  # noqa: E402
 
 TRAIN, TEST = pb.TRAIN, pb.TEST
 
-from .pycaffe import (Blob, Net, layer_type_list, set_device, set_mode_cpu, set_mode_gpu,  # noqa: E402
+from .pycaffe.net import (Blob, Net, layer_type_list, set_device, set_mode_cpu, set_mode_gpu,  # noqa: E402
                       set_random_seed)
 from .net_spec import NetSpec, to_proto  # noqa: E402
-from .solver.pycaffe_solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: E402
+from .pycaffe.solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: E402
                                     RMSPropSolver, SGDSolver, get_solver, get_solver_from_file)
 from . import net_spec as _net_spec  # noqa: E402
 

@@ -37,7 +37,7 @@ from .data.toy import make_toy_imagenet
 from .errors import NetspecError
 from .frontend import load_net, load_solver, read_text_file
 from .graph import compile_net
-from .io import atomic_write, load_weights
+from .formats import atomic_write, load_weights
 from .proto import pb
 from .solver.log import GlogFormatter, glog_to_stderr
 from .solver.signals import SignalHandler

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import NetspecError
-from .io.atomic import atomic_write
+from .formats.atomic import atomic_write
 from .layers import layer_class
 from .proto import pb
 

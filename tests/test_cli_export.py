@@ -10,7 +10,7 @@ from netspec.cli import main
 from netspec.export_onnx import as_deployed, export_onnx
 from netspec.frontend import load_net
 from netspec.graph import compile_net
-from netspec.io import load_weights, read_caffemodel, weights_by_layer
+from netspec.formats import load_weights, read_caffemodel, weights_by_layer
 from netspec.proto import pb
 
 DATA = Path(__file__).parent / "data" / "caffe"

@@ -14,7 +14,7 @@ from netspec import evaluate
 from netspec.cli import main
 from netspec.frontend import load_net
 from netspec.graph import compile_net
-from netspec.io import read_binaryproto, write_caffemodel
+from netspec.formats import read_binaryproto, write_caffemodel
 from netspec.proto import pb
 
 DATA = Path(__file__).parent / "data" / "caffe"
@@ -101,7 +101,7 @@ def test_unfed_input_is_zeros_as_in_caffe(capsys, caplog):
                              capsys)
     assert rc == 0 and "input blob 'data' is not fed" in caplog.text
     net = compile_net(load_net(DATA / "layers_net.prototxt"), source=str(DATA / "layers_net.prototxt"))
-    from netspec.io import load_weights
+    from netspec.formats import load_weights
     load_weights(net.params(), DATA / "layers_net.caffemodel")
     with torch.no_grad():
         prob = net(data=torch.zeros(2, 3, 35, 35))["prob"].numpy().ravel()
@@ -176,7 +176,7 @@ def records(n):
 def test_view_probabilities_are_the_softmax_of_each_numpy_crop(tiny):
     model, weights = tiny(with_prob=False)       # no Softmax output: softmax of Accuracy's bottom
     net = compile_net(load_net(model), source=model)
-    from netspec.io import load_weights
+    from netspec.formats import load_weights
     load_weights(net.params(), weights)
     images, labels = records(4)
     full = (images - read_binaryproto(DATA / "mean.binaryproto").reshape(1, 3, 64, 64)) * 0.0078125
@@ -197,7 +197,7 @@ def test_view_probabilities_are_the_softmax_of_each_numpy_crop(tiny):
 def test_oversample_reports_errors_of_the_averaged_probabilities(tiny):
     model, weights = tiny(with_prob=True)
     net = compile_net(load_net(model), source=model)
-    from netspec.io import load_weights
+    from netspec.formats import load_weights
     load_weights(net.params(), weights)
     images, labels = records(12)
     full = torch.from_numpy((images - read_binaryproto(DATA / "mean.binaryproto").reshape(1, 3, 64, 64))

@@ -15,8 +15,8 @@ import torch
 from google.protobuf import text_format
 
 from netspec.cli import main
-from netspec.io.caffemodel import read_weights
-from netspec.io.solverstate import read_solverstate
+from netspec.formats.caffemodel import read_weights
+from netspec.formats.solverstate import read_solverstate
 from netspec.proto import pb
 
 NET = """name: "tiny"

@@ -21,7 +21,7 @@ from netspec.data.datum import parse, to_array
 from netspec.data.mean import load_mean
 from netspec.errors import NetspecError
 from netspec.frontend import read_text_file
-from netspec.io import read_solverstate
+from netspec.formats import read_solverstate
 from netspec.proto import pb
 from netspec.solver.log import parse_log
 

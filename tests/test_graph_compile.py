@@ -14,7 +14,7 @@ DATA = Path(__file__).parent / "data" / "caffe"
 
 
 def set_weights_from_caffemodel(net, path):
-    """Read the caffemodel with the generated proto module alone (independent of netspec.io)."""
+    """Read the caffemodel with the generated proto module alone (independent of netspec.formats)."""
     model = pb.NetParameter()
     model.ParseFromString(Path(path).read_bytes())
     params = net.params()

@@ -30,8 +30,8 @@ from netspec.data.datum import mat_to_datum
 from netspec.errors import NetspecError
 from netspec.frontend import load_net, load_solver
 from netspec.graph import compile_net
-from netspec.io.caffemodel import read_weights
-from netspec.io.solverstate import history_arrays, read_solverstate
+from netspec.formats.caffemodel import read_weights
+from netspec.formats.solverstate import history_arrays, read_solverstate
 from netspec.parallel import Rank
 from netspec.proto import pb
 from netspec.solver import make_update_rule

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import netspec.pycaffe as caffe
-from netspec.io.caffemodel import read_weights
-from netspec.io.solverstate import history_arrays, read_solverstate
-from netspec.solver.pycaffe_solver import get_solver
+import netspec.pycaffe.net as caffe
+from netspec.formats.caffemodel import read_weights
+from netspec.formats.solverstate import history_arrays, read_solverstate
+from netspec.pycaffe.solver import get_solver
 
 DATA = Path(__file__).parent / "data" / "caffe"
 TOL = 1e-5

@@ -11,7 +11,7 @@ if hasattr(netspec, "SGDSolver"):
 else:  # until netspec/__init__.py exports the solver classes
     import types
 
-    from netspec.solver import pycaffe_solver
+    from netspec.pycaffe import solver as pycaffe_solver
 
     caffe = types.SimpleNamespace(**{k: getattr(netspec, k) for k in dir(netspec) if not k.startswith("__")},
                                   **{k: getattr(pycaffe_solver, k) for k in pycaffe_solver.__dict__

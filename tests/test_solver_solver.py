@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from netspec.errors import NetspecError
 from netspec.frontend import load_solver
-from netspec.io.caffemodel import read_weights, write_caffemodel
+from netspec.formats.caffemodel import read_weights, write_caffemodel
 from netspec.proto import pb
 from netspec.solver.solver import NonFiniteLoss, Solver, fit_device_map, iteration_seed
 from netspec.solver.speed import LossScaler

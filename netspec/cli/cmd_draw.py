@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..draw import net_to_dot, write_drawing
+from ..diagram import net_to_dot, write_drawing
 from .args import add_input_shapes, add_net_state
-from .cmd_shapes import compile_for_inspection, fmt_shape, parse_input_shapes, stages
+from ..graph.inspect import compile_for_inspection
+from .cmd_shapes import fmt_shape, parse_input_shapes, stages
 
 HELP = "draw a net as a graph of layers and blobs (PNG/SVG/PDF with Graphviz, or DOT text)"
 EXAMPLES = ("  netspec draw models/alexnet/deploy.prototxt alexnet.png\n"

@@ -1,7 +1,7 @@
 """`netspec export -model NET -weights W.caffemodel -o W.pt [--onnx NET.onnx]`: leave Caffe's formats.
 
 Without a net (`netspec export W.caffemodel W.pt`) the file's blobs are written as they are stored,
-keyed `<layer>.<blob index>` (netspec/io/export.py; V1/V0 files and legacy 4-D shapes as stored).
+keyed `<layer>.<blob index>` (netspec/formats/export.py; V1/V0 files and legacy 4-D shapes as stored).
 With -model, the net of one phase (default TEST) is compiled on the CPU and the weights are copied in by layer
 name (Caffe's CopyTrainedLayersFrom rules). `-o` writes the compiled module's state_dict: a plain
 dict of float32 tensors keyed `<layer>.<blob name>` exactly as `CompiledNet.state_dict()` names
@@ -18,10 +18,11 @@ import logging
 import torch
 
 from ..errors import NetspecError
-from ..io.export import write_state_dict
+from ..formats.export import write_state_dict
 from ..proto import pb
 from .args import add_input_shapes, add_net_state
-from .cmd_shapes import parse_input_shapes, stages, substitute_missing_data
+from ..graph.inspect import substitute_missing_data
+from .cmd_shapes import parse_input_shapes, stages
 
 log = logging.getLogger("netspec.cli.export")
 
@@ -72,7 +73,7 @@ def net_state_dict(net) -> dict[str, torch.Tensor]:
 
 def export_file_blobs(weights: str, output: str) -> None:
     """No net: every layer's blobs as the .caffemodel stores them, keyed `<layer>.<blob index>`."""
-    from ..io import export_state_dict, read_weights
+    from ..formats import export_state_dict, read_weights
 
     params = {name: blobs for name, (_, blobs) in read_weights(weights).items() if blobs}
     export_state_dict(params, output)
@@ -83,7 +84,7 @@ def export_file_blobs(weights: str, output: str) -> None:
 def run(args) -> int:
     from ..export_onnx import as_deployed, export_onnx
     from ..graph import compile_net
-    from ..io import load_weights
+    from ..formats import load_weights
 
     args.weights = args.weights or args.weights_file
     args.output = args.output or args.output_file

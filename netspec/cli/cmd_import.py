@@ -8,7 +8,7 @@ is a one-line error naming the layer, and nothing is written. The file carries e
 definition from the net, as Caffe's snapshots do.
 
 Without a net (`netspec import W.pt W.caffemodel`) layers carry only their names and blobs, which is
-all Caffe's CopyTrainedLayersFrom reads (netspec/io/export.py maps the keys).
+all Caffe's CopyTrainedLayersFrom reads (netspec/formats/export.py maps the keys).
 """
 from __future__ import annotations
 
@@ -81,8 +81,8 @@ def params_from_state_dict(net, state: Mapping, path) -> OrderedDict:
 
 
 def run(args) -> int:
-    from ..io import import_state_dict, write_caffemodel
-    from ..io.export import read_state_dict
+    from ..formats import import_state_dict, write_caffemodel
+    from ..formats.export import read_state_dict
 
     source, output = args.input or args.state_dict, args.output or args.output_file
     if not source or not output:

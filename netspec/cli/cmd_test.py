@@ -84,7 +84,7 @@ def load_trained_net(model: str | None, weights: str | None, phase: int, level: 
     """Compile `model` for `phase` on `device` and copy in the comma-separated `weights`."""
     from ..frontend import load_net
     from ..graph import compile_net
-    from ..io import load_weights
+    from ..formats import load_weights
 
     if not model:
         raise NetspecError("-model is required: the net prototxt to score")

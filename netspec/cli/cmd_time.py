@@ -19,7 +19,8 @@ import logging
 from ..errors import NetspecError
 from ..proto import pb
 from .args import add_input_shapes, add_net_state
-from .cmd_shapes import parse_input_shapes, stages, substitute_missing_data
+from ..graph.inspect import substitute_missing_data
+from .cmd_shapes import parse_input_shapes, stages
 from .cmd_test import device_of
 
 log = logging.getLogger("netspec.cli.time")

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from ..errors import NetspecError
-from ..io.atomic import atomic_write
+from ..formats.atomic import atomic_write
 from ..proto import pb
 from . import db as dbmod
 from .datum import mat_to_datum

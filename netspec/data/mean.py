@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NetspecError
-from ..io.binaryproto import write_binaryproto
+from ..formats.binaryproto import write_binaryproto
 from ..proto import pb
 from . import db as dbmod
 from .datum import decode_native, parse, to_array

@@ -335,7 +335,7 @@ def _legacy_input_shapes(net: pb.NetParameter):
 
 
 def _set_blobs_from_proto(layer: Layer, lp: pb.LayerParameter):
-    from ..io.blobs import blob_to_array
+    from ..formats.blobs import blob_to_array
 
     if len(lp.blobs) != len(layer.blob_names):
         raise NetspecError(f"{len(lp.blobs)} blobs in the net file, the layer has {len(layer.blob_names)}",

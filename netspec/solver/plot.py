@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NetspecError
-from ..io.atomic import atomic_open
+from ..formats.atomic import atomic_open
 from .log import parse_log
 
 

@@ -3,7 +3,7 @@
 src/caffe/solver.cpp; SGDSolver's SolverState read/write in src/caffe/solvers/sgd_solver.cpp;
 UpgradeSnapshotPrefixProperty in src/caffe/util/upgrade_proto.cpp).
 
-Both files are written atomically (netspec.io.atomic), the weights first, so a crash mid-snapshot
+Both files are written atomically (netspec.formats.atomic), the weights first, so a crash mid-snapshot
 leaves the previous pair intact; and weights that are not finite are never written.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from ..errors import NetspecError
-from ..io.caffemodel import load_weights, write_caffemodel
-from ..io.solverstate import check_history, history_arrays, make_solverstate, read_solverstate, write_solverstate
+from ..formats.caffemodel import load_weights, write_caffemodel
+from ..formats.solverstate import check_history, history_arrays, make_solverstate, read_solverstate, write_solverstate
 from ..proto import pb
 
 log = logging.getLogger(__name__)

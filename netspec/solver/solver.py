@@ -31,7 +31,7 @@ from google.protobuf import text_format
 from ..errors import NetspecError
 from ..frontend import prepare_net, test_net_sources, train_net_source
 from ..graph import DeviceMap, compile_net
-from ..io.caffemodel import load_weights
+from ..formats.caffemodel import load_weights
 from ..proto import pb
 from . import debug, speed
 from .log import g6

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from .blob import Blob, LayerView, _ParamBlob
-from .errors import NetspecError
-from .frontend import load_net
-from .graph import compile_net
-from .proto import pb
+from ..errors import NetspecError
+from ..frontend import load_net
+from ..graph import compile_net
+from ..proto import pb
 
 _MODE = {"device": torch.device("cpu"), "gpu_id": 0, "seed": None}
 
@@ -57,7 +57,7 @@ def current_device() -> torch.device:
 
 
 def layer_type_list() -> list[str]:
-    from .layers import REGISTRY
+    from ..layers import REGISTRY
 
     return sorted(REGISTRY)
 
@@ -355,13 +355,13 @@ class Net:
                 mine._data.data = src._data.data
 
     def copy_from(self, path):
-        from .io.caffemodel import load_weights
+        from ..formats.caffemodel import load_weights
 
         self._sync_host_writes()
         return load_weights(self._net.params(), path)
 
     def save(self, path):
-        from .io.caffemodel import write_caffemodel
+        from ..formats.caffemodel import write_caffemodel
 
         self._sync_host_writes()
         write_caffemodel(path, self._net.layer_params, self._net.params(), name=self._net.name)

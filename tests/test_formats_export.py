@@ -1,4 +1,4 @@
-"""netspec.io.export: trained blobs <-> a tensors-only PyTorch state_dict file."""
+"""netspec.formats.export: trained blobs <-> a tensors-only PyTorch state_dict file."""
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from netspec.errors import NetspecError
-from netspec.io.caffemodel import read_caffemodel, read_weights, write_caffemodel
-from netspec.io.export import export_state_dict, import_state_dict
+from netspec.formats.caffemodel import read_caffemodel, read_weights, write_caffemodel
+from netspec.formats.export import export_state_dict, import_state_dict
 
 DATA = Path(__file__).parent / "data" / "caffe"
 

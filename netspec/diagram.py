@@ -150,7 +150,7 @@ def write_drawing(dot_text: str, out_path) -> tuple[Path, bool]:
     Returns (path written, rendered?). When a picture is asked for and `dot` is not installed, the
     DOT text goes to out_path with suffix .dot and rendered is False.
     """
-    from .io.atomic import atomic_write
+    from .formats.atomic import atomic_write
 
     out = Path(out_path)
     fmt = RENDERED.get(out.suffix.lower())

@@ -1,4 +1,4 @@
-"""netspec.io.solverstate against the .solverstate real Caffe 1.0 wrote (tests/data/caffe)."""
+"""netspec.formats.solverstate against the .solverstate real Caffe 1.0 wrote (tests/data/caffe)."""
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from netspec.errors import NetspecError
-from netspec.io.solverstate import (
+from netspec.formats.solverstate import (
     check_history,
     history_arrays,
     make_solverstate,

@@ -1,4 +1,4 @@
-"""netspec.io.caffemodel against .caffemodel files written by real Caffe 1.0 (tests/data/caffe)."""
+"""netspec.formats.caffemodel against .caffemodel files written by real Caffe 1.0 (tests/data/caffe)."""
 import os
 from pathlib import Path
 
@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from netspec.errors import NetspecError
-from netspec.io.blobs import array_to_blob
-from netspec.io.caffemodel import (
+from netspec.formats.blobs import array_to_blob
+from netspec.formats.caffemodel import (
     load_weights,
     read_caffemodel,
     read_weights,
     weights_by_layer,
     write_caffemodel,
 )
-from netspec.io.protofile import I32, encode_len_field, encode_varint
+from netspec.formats.protofile import I32, encode_len_field, encode_varint
 from netspec.proto import pb
 
 DATA = Path(__file__).parent / "data" / "caffe"

@@ -1,10 +1,10 @@
-"""netspec.io.atomic: a target is always the old complete version or the new one."""
+"""netspec.formats.atomic: a target is always the old complete version or the new one."""
 import os
 
 import pytest
 
 from netspec.errors import NetspecError
-from netspec.io.atomic import atomic_dir, atomic_open, atomic_write
+from netspec.formats.atomic import atomic_dir, atomic_open, atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):

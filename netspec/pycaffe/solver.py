@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import pycaffe
+from . import net as pycaffe
 from ..frontend import load_solver
 from ..proto import pb
-from .solver import Solver as _Core
+from ..solver.solver import Solver as _Core
 
 f32 = np.float32
 

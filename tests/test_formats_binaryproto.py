@@ -1,4 +1,4 @@
-"""netspec.io.binaryproto against the mean file Caffe's compute_image_mean wrote (tests/data/caffe)."""
+"""netspec.formats.binaryproto against the mean file Caffe's compute_image_mean wrote (tests/data/caffe)."""
 from pathlib import Path
 
 import lmdb
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from netspec.errors import NetspecError
-from netspec.io.binaryproto import read_binaryproto, read_blobproto, write_binaryproto
+from netspec.formats.binaryproto import read_binaryproto, read_blobproto, write_binaryproto
 from netspec.proto import pb
 
 DATA = Path(__file__).parent / "data" / "caffe"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netspec import draw
+from netspec import diagram as draw
 from netspec.cli import main
 from netspec.frontend import load_net, parse_net_text
 from netspec.graph import compile_net
