@@ -69,8 +69,10 @@ def _finite(tensors) -> bool:
     return bool(torch.stack([f.cpu() for f in flags]).all()) if flags else True
 
 
-def write_snapshot(sp: pb.SolverParameter, net, rule, iter: int, current_step: int) -> tuple[str, str]:
-    """Write `<prefix>_iter_N.caffemodel` and `.solverstate`; return both paths."""
+def write_snapshot(sp: pb.SolverParameter, net, rule, iter: int, current_step: int,
+                   extend_state=None) -> tuple[str, str]:
+    """Write `<prefix>_iter_N.caffemodel` and `.solverstate`; return both paths. `extend_state(state)`
+    fills netspec's SolverState extension fields (numbers >= 10000, which Caffe ignores)."""
     if not sp.HasField("snapshot_prefix"):
         raise NetspecError("cannot snapshot: the solver has no snapshot_prefix")
     params = net.params()
@@ -86,7 +88,10 @@ def write_snapshot(sp: pb.SolverParameter, net, rule, iter: int, current_step: i
     write_caffemodel(model, list(net.layer_params), params, diffs=diffs, name=net.name, phase=pb.TRAIN)
     state_path = snapshot_filename(sp, iter, ".solverstate")
     log.info("Snapshotting solver state to binary proto file %s", state_path)
-    write_solverstate(state_path, make_solverstate(iter, current_step, rule.history, model))
+    state = make_solverstate(iter, current_step, rule.history, model)
+    if extend_state is not None:
+        extend_state(state)
+    write_solverstate(state_path, state)
     return model, state_path
 
 
@@ -103,8 +108,9 @@ def learned_net_path(state: pb.SolverState, state_path) -> Path:
                        f"{Path(state_path).parent})", file=state_path)
 
 
-def read_snapshot(path, net, rule) -> tuple[int, int]:
-    """Restore weights (learned_net) and solver history from a .solverstate; return iter, current_step."""
+def read_snapshot(path, net, rule) -> pb.SolverState:
+    """Restore weights (learned_net) and solver history from a .solverstate; return the state (its iter,
+    current_step and netspec's extension fields are the caller's to apply)."""
     if str(path).endswith(".h5"):
         raise NetspecError("HDF5 solver states are not supported (expected a binary .solverstate)", file=path)
     state = read_solverstate(path)
@@ -115,4 +121,4 @@ def read_snapshot(path, net, rule) -> tuple[int, int]:
         log.info("Restored weights: %s", report.summary())
     rule.history_from_arrays(history_arrays(state, source=path))
     log.info("%s: restoring history", rule.type)
-    return state.iter, state.current_step
+    return state

@@ -424,9 +424,18 @@ class Solver:
         rank 0 writes, the other replicas hold the same weights."""
         if not self.root:
             return self.last_snapshot
-        self.last_snapshot = write_snapshot(self.param, self.net, self.rule, self.iter, self.current_step)
+        self.last_snapshot = write_snapshot(self.param, self.net, self.rule, self.iter, self.current_step,
+                                            extend_state=self.save_state_extensions)
         return self.last_snapshot
+
+    def save_state_extensions(self, state: pb.SolverState) -> None:
+        """Fill netspec's SolverState extension fields (Caffe ignores them) before a snapshot is written."""
+
+    def restore_state_extensions(self, state: pb.SolverState) -> None:
+        """Apply netspec's SolverState extension fields; a Caffe-written state has none of them."""
 
     def restore(self, state_file) -> None:
         """Caffe's Restore: iter, current_step, history, and the weights of its learned_net."""
-        self.iter, self.current_step = read_snapshot(state_file, self.net, self.rule)
+        state = read_snapshot(state_file, self.net, self.rule)
+        self.iter, self.current_step = state.iter, state.current_step
+        self.restore_state_extensions(state)
