@@ -75,6 +75,8 @@ POLICIES = {
     "multistep": _multistep,
     "poly": _poly,
     "sigmoid": _sigmoid,
+    # netspec's extension: the rate before any drop; the solver applies the drops (solver/plateau.py).
+    "plateau": lambda p, iter, current_step, file: (float(p.base_lr), current_step),
 }
 
 
