@@ -284,12 +284,20 @@ def agree(request: str, device: torch.device) -> str:
     return REQUESTS[int(code.item())]
 
 
+def share_floats(values, device: torch.device) -> list[float]:
+    """Rank 0's values, on every rank (the plateau rule's decision after a test pass)."""
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
 def attach(solver) -> AllReduceGradients:
     """Make `solver` one replica of the process group's data-parallel run; call it after restoring."""
     broadcast_weights(solver.net)
     sync = AllReduceGradients(solver.net)
     solver.callbacks.append(sync)
     solver.agree = lambda request: agree(request, solver.device)
+    solver.share_floats = lambda values: share_floats(values, solver.device)
     world = dist.get_world_size()
     batch = next(iter(solver.net.blob_shapes.values()), (0,))[0] if solver.net.blob_shapes else 0
     log.info("Data-parallel training over %d replicas (%s): each runs the train net's batch of %d, "

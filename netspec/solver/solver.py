@@ -36,6 +36,7 @@ from ..proto import pb
 from . import debug, speed
 from .log import g6
 from .lr_policy import learning_rate
+from .plateau import Plateau, check_plateau
 from .snapshot import check_snapshot_prefix, read_snapshot, upgrade_snapshot_prefix, write_snapshot
 from .update import make_update_rule
 
@@ -102,6 +103,10 @@ class Solver:
             torch.manual_seed(sp.random_seed + rank)
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets() if self.root else []   # Caffe: InitTestNets on the root only
+        self.plateau = Plateau.start(sp) if sp.lr_policy == "plateau" else None
+        if self.plateau is not None and self.root:
+            check_plateau(sp, [{n: math.prod(net.blob_shapes[n]) for n in net.output_names}
+                               for net in self.test_nets], source)
         log.info("Solver scaffolding done.")
         self.rule.init(self.net.learnable_params())
         for w in sp.weights:
@@ -110,6 +115,7 @@ class Solver:
         self.callbacks: list = []
         self.action_fn = None            # () -> "none" | "snapshot" | "stop" (signals)
         self.agree = None                # request -> rank 0's request (set by netspec.parallel)
+        self.share_floats = None         # floats -> rank 0's floats (set by netspec.parallel)
         self.requested_early_exit = False
         self.losses: list = []
         self.smoothed_loss = f32(0)
@@ -253,6 +259,7 @@ class Solver:
                     and (self.iter > 0 or sp.test_initialization)):
                 if self.root:
                     self.test_all()
+                self._share_plateau()
                 if self._agreed("stop" if self.requested_early_exit else "none") == "stop":
                     self.requested_early_exit = True
                     break
@@ -330,7 +337,10 @@ class Solver:
     def apply_update(self) -> None:
         """SGDSolver::ApplyUpdate: the rate for the current iteration (logged), then every blob's update."""
         sp = self.param
-        rate, self.current_step = learning_rate(sp, self.iter, self.current_step, file=self.source)
+        if self.plateau is not None:
+            rate = self.plateau.lr
+        else:
+            rate, self.current_step = learning_rate(sp, self.iter, self.current_step, file=self.source)
         if sp.display and self.iter % sp.display == 0 and self.root:
             log.info("Iteration %d, lr = %s", self.iter, g6(rate))
         params = self.net.learnable_params()
@@ -410,6 +420,16 @@ class Solver:
         if sp.test_compute_loss:
             log.info("Test loss: %s", g6(loss / f32(sp.test_iter[i])))
         self._log_outputs("Test", net, scores, mean_over=sp.test_iter[i])
+        if self.plateau is not None and i == sp.plateau_param.test_net:
+            value = f32(scores[sp.plateau_param.output][0].item()) / f32(sp.test_iter[i])
+            why = self.plateau.observe(float(value))
+            if why:
+                log.info("Iteration %d, lr = %s: test net #%d %s", self.iter, g6(self.plateau.lr), i, why)
+
+    def _share_plateau(self) -> None:
+        """Every rank applies the plateau decision rank 0 made from its test pass."""
+        if self.plateau is not None and self.share_floats is not None:
+            self.plateau.load_floats(self.share_floats(self.plateau.as_floats()))
 
     def _handle_requests_while_testing(self) -> None:
         while (request := self.requested_action()) != "none":
@@ -430,9 +450,16 @@ class Solver:
 
     def save_state_extensions(self, state: pb.SolverState) -> None:
         """Fill netspec's SolverState extension fields (Caffe ignores them) before a snapshot is written."""
+        if self.plateau is not None:
+            state.plateau_state.CopyFrom(self.plateau.to_proto())
 
     def restore_state_extensions(self, state: pb.SolverState) -> None:
         """Apply netspec's SolverState extension fields; a Caffe-written state has none of them."""
+        if self.plateau is not None:
+            if state.HasField("plateau_state"):
+                self.plateau.load(state.plateau_state)
+            else:
+                log.info("the solver state has no plateau_state: the plateau rule starts afresh at base_lr")
 
     def restore(self, state_file) -> None:
         """Caffe's Restore: iter, current_step, history, and the weights of its learned_net."""
