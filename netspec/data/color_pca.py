@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import lmdb
 import numpy as np
 
 from ..errors import NetspecError
@@ -36,14 +37,21 @@ def color_pca(db_path, samples: int = 10000, seed: int = 0, progress: bool = Fal
     from tqdm import tqdm
 
     with dbmod.open_lmdb(db_path) as env:
-        keys = _sample_keys(env, samples, seed)
+        try:
+            keys = _sample_keys(env, samples, seed)
+        except lmdb.Error as e:
+            raise dbmod.corrupt(db_path, None, e) from None
         if not keys:
             raise NetspecError(f"LMDB '{db_path}' is empty")
         n, s, ss = 0, np.zeros(3), np.zeros((3, 3))
         with env.begin() as txn:
             for k in tqdm(keys, unit="img", disable=not progress, desc="color pca", file=sys.stderr):
                 key = k.decode("utf-8", "replace")
-                image = to_array(parse(txn.get(k), key, str(db_path)), force_color=True, key=key)
+                try:
+                    value = txn.get(k)
+                except lmdb.Error as e:
+                    raise dbmod.corrupt(db_path, key, e) from None
+                image = to_array(parse(value, key, str(db_path)), force_color=True, key=key)
                 if image.shape[0] != 3:
                     raise NetspecError(f"record '{key}' has {image.shape[0]} channel(s); colour PCA needs 3")
                 rgb = image[::-1].reshape(3, -1).astype(np.float64) / 255.0  # records are B,G,R

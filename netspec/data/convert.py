@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..errors import NetspecError
 from ..formats.atomic import atomic_write
+from ..formats.image_header import check_size as check_image_size
 from ..proto import pb
 from . import db as dbmod
 from .datum import mat_to_datum
@@ -65,19 +67,31 @@ def read_listfile(path) -> list[tuple[str, int]]:
     lines = []
     if not Path(path).is_file():
         raise NetspecError("list file not found", file=path)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise NetspecError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                   "save the list as UTF-8", file=path, line=n) from None
             name, _, label = line.rpartition(" ")
             if not line.strip():
                 lines.append(("", 0))
                 continue
-            try:
-                lines.append((name, int(label)))
-            except ValueError:
-                raise NetspecError(f"label '{label}' is not an integer (expected 'path label')",
-                                   file=path, line=n) from None
+            lines.append((name, _label(label, path, n)))
     return lines
+
+
+def _label(text: str, path, n: int) -> int:
+    """A list label: an integer that fits Datum.label (int32)."""
+    try:
+        label = int(text)
+    except ValueError:
+        raise NetspecError(f"label '{text}' is not an integer (expected 'path label')",
+                           file=path, line=n) from None
+    if not -(1 << 31) <= label < (1 << 31):
+        raise NetspecError(f"label {label} does not fit Datum.label (a 32-bit integer)", file=path, line=n)
+    return label
 
 
 def read_synsets(path) -> list[str]:
@@ -129,11 +143,12 @@ def jpeg_truncated(data: bytes) -> bool:
 
 def read_image_to_datum(path: str, label: int, opt: Options) -> tuple[pb.Datum | None, str | None]:
     """ReadImageToDatum: (datum or None if OpenCV cannot read it, warning or None)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    check_image_size(raw, "image")  # before OpenCV allocates what the header declares
     mat = cv2.imread(path, cv2.IMREAD_GRAYSCALE if opt.gray else cv2.IMREAD_COLOR)
     if mat is None:
         return None, None
-    with open(path, "rb") as f:
-        raw = f.read()
     warning = None
     if jpeg_truncated(raw):
         warning = "Premature end of JPEG file (no EOI marker): kept, decoded as far as the data goes"
@@ -173,6 +188,8 @@ def _convert_one(job: tuple[int, str, int]):
         return line_id, None, 0, None, f"cannot be read: {e.strerror}"
     except cv2.error as e:
         return line_id, None, 0, None, f"OpenCV failed: {' '.join(str(e).split())[-120:]}"
+    except NetspecError as e:
+        return line_id, None, 0, None, e.message
     if datum is None:
         return line_id, None, 0, None, "OpenCV cannot decode it"
     size = 0 if datum.encoded else len(datum.data)
@@ -250,6 +267,8 @@ def convert(root, lines: list[tuple[str, int]], db_path, opt: Options | None = N
 
     opt = opt or Options()
     _check_encoding(opt)
+    if workers is not None and workers < 0:
+        raise NetspecError(f"--workers must be 0 (all cores) or positive, found {workers}")
     if not Path(root).is_dir():
         raise NetspecError(f"ROOTFOLDER '{root}' does not exist")
     if shuffle:
@@ -300,6 +319,10 @@ def convert(root, lines: list[tuple[str, int]], db_path, opt: Options | None = N
         raise
     bar.close()
     writer.close()
+    if lines and summary.written == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise NetspecError(f"no image could be converted: all {len(summary.skipped)} were skipped (first: "
+                           f"'{summary.skipped[0][0]}': {summary.skipped[0][1]}); '{final}' not written")
     (tmp / STATE_FILE).unlink(missing_ok=True)
     os.replace(tmp, final)
     summary.seconds = time.time() - t0
@@ -398,7 +421,7 @@ def run(args) -> int:
                   encode_type=args.encode_type, check_size=args.check_size)
     log.info("A total of %d images.", len(lines))
     s = convert(root, lines, db_path, opt, shuffle=args.shuffle, seed=args.seed,
-                workers=args.workers or None, resume=args.resume, progress=not args.quiet)
+                workers=args.workers if args.workers else None, resume=args.resume, progress=not args.quiet)
     print(f"{s.written} records written to {s.db} ({len(s.skipped)} images skipped, {len(s.warnings)} "
           f"warnings) in {s.seconds:.1f} s")
     return 0

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import NetspecError
+from ..formats.image_header import check_size as check_image_size
 from ..proto import pb
 
 
@@ -47,7 +48,12 @@ def decode_mat(datum: pb.Datum, force_color: bool = False, force_gray: bool = Fa
     if force_color and force_gray:
         raise NetspecError("transform_param: force_color and force_gray cannot both be set")
     flag = cv2.IMREAD_COLOR if force_color else cv2.IMREAD_GRAYSCALE if force_gray else cv2.IMREAD_UNCHANGED
-    mat = cv2.imdecode(np.frombuffer(datum.data, np.uint8), flag)
+    check_image_size(datum.data, f"record '{key}'")  # before OpenCV allocates what the header declares
+    try:
+        mat = cv2.imdecode(np.frombuffer(datum.data, np.uint8), flag)
+    except cv2.error as e:
+        raise NetspecError(f"record '{key}': OpenCV cannot decode the image: "
+                           f"{' '.join(str(e).split())[-160:]}") from None
     if mat is None:
         raise NetspecError(f"record '{key}': encoded image ({len(datum.data)} bytes) cannot be decoded")
     if mat.dtype != np.uint8:

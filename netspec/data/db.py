@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 from pathlib import Path
 
@@ -31,12 +32,53 @@ def is_lmdb(path) -> bool:
     return (p / "data.mdb").is_file() or (p.is_file() and p.name.endswith(".mdb"))
 
 
+# LMDB's two meta pages (mdb.c, 64-bit builds): a 16-byte page header, then MDB_meta with the
+# magic at 16, the free DB's md_pad (= the page size) at 40, mm_last_pg at 136 and mm_txnid at 144.
+_MAGIC = 0xBEEFC0DE
+_META_BYTES = 152
+
+
+def _meta(data: bytes) -> tuple[int, int, int] | None:
+    """(page size, last page number, txn id) of one meta page, None if it is not one."""
+    if len(data) < _META_BYTES or struct.unpack_from("<I", data, 16)[0] != _MAGIC:
+        return None
+    psize = struct.unpack_from("<I", data, 40)[0]
+    last, txnid = struct.unpack_from("<QQ", data, 136)
+    return psize, last, txnid
+
+
+def check_file(path, what: str = "LMDB") -> None:
+    """Compare data.mdb's size with its own meta pages before it is mapped: a truncated file would
+    otherwise kill the process with SIGBUS at the first read past its end."""
+    p = Path(path)
+    f = p / "data.mdb" if p.is_dir() else p
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(_META_BYTES)
+            first = _meta(head)
+            psize = first[0] if first else 0
+            if psize < 512 or psize > (1 << 16) or psize & (psize - 1):
+                raise NetspecError(f"{what} '{f}' is not an LMDB data file (no valid meta page)")
+            fh.seek(psize)
+            second = _meta(fh.read(_META_BYTES))
+    except OSError as e:
+        raise NetspecError(f"{what} '{f}' cannot be read: {e.strerror}") from None
+    metas = [m for m in (first, second) if m and m[0] == psize]
+    last = max(metas, key=lambda m: m[2])[1]
+    need = (last + 1) * psize
+    if size < need:
+        raise NetspecError(f"{what} '{f}' is truncated: its meta page says {need} bytes "
+                           f"({last + 1} pages of {psize}), the file has {size}")
+
+
 def _open(p: Path, what: str) -> lmdb.Environment:
     if not p.exists():
         raise NetspecError(f"{what} '{p}' does not exist")
     if not is_lmdb(p):
         hint = " (it looks like a LevelDB, which netspec does not read)" if (p / "CURRENT").exists() else ""
         raise NetspecError(f"{what} '{p}' is not an LMDB: no data.mdb inside{hint}")
+    check_file(p, what)
     try:
         return lmdb.open(str(p), readonly=True, lock=False, readahead=False, max_readers=512,
                          subdir=p.is_dir())
@@ -81,19 +123,34 @@ def open_lmdb(path, what: str = "LMDB"):
 
 def count(path) -> int:
     with open_lmdb(path) as env:
-        return env.stat()["entries"]
+        try:
+            return env.stat()["entries"]
+        except lmdb.Error as e:
+            raise corrupt(path, None, e) from None
 
 
 def iter_records(path, start: int = 0):
     """Yield (key: str, value: bytes) in key order, from record `start`."""
     with open_lmdb(path) as env, env.begin(buffers=False) as txn:
         cur = txn.cursor()
-        ok = cur.first()
-        for _ in range(start):
-            ok = ok and cur.next()
-        while ok:
-            yield cur.key().decode("utf-8", "replace"), cur.value()
-            ok = cur.next()
+        key = None
+        try:
+            ok = cur.first()
+            for _ in range(start):
+                ok = ok and cur.next()
+            while ok:
+                key = cur.key().decode("utf-8", "replace")
+                value = cur.value()
+                yield key, value
+                ok = cur.next()
+        except lmdb.Error as e:
+            raise corrupt(path, key, e) from None
+
+
+def corrupt(path, key, e: lmdb.Error) -> NetspecError:
+    """A page LMDB cannot read (a damaged or overwritten file), naming the last good record."""
+    where = f"near record '{key}'" if key is not None else "at its first record"
+    return NetspecError(f"LMDB '{path}' is corrupted {where}: {type(e).__name__}: {str(e).splitlines()[0]}")
 
 
 class Cursor:
@@ -117,11 +174,15 @@ class Cursor:
 
     def read(self) -> tuple[str, bytes]:
         """The current record, then advance (wrapping to the first record after the last)."""
-        if self._cur is None:
-            self._open()
-        key, value = self._cur.key().decode("utf-8", "replace"), self._cur.value()
-        if not self._cur.next():
-            self._cur.first()
+        key = None
+        try:
+            if self._cur is None:
+                self._open()
+            key, value = self._cur.key().decode("utf-8", "replace"), self._cur.value()
+            if not self._cur.next():
+                self._cur.first()
+        except lmdb.Error as e:
+            raise corrupt(self.path, key, e) from None
         return key, value
 
     def skip(self, n: int) -> None:
@@ -142,8 +203,9 @@ class Writer:
 
     def __init__(self, path, commit_every: int = COMMIT_EVERY, map_size: int = INITIAL_MAP_SIZE):
         self.path = str(path)
-        os.makedirs(self.path, exist_ok=True)
-        self.env = lmdb.open(self.path, map_size=map_size, subdir=True, meminit=False, map_async=False)
+        with self._errors("create"):
+            os.makedirs(self.path, exist_ok=True)
+            self.env = lmdb.open(self.path, map_size=map_size, subdir=True, meminit=False, map_async=False)
         self.commit_every = commit_every
         self.pending: list[tuple[bytes, bytes]] = []
 
@@ -155,18 +217,32 @@ class Writer:
             return True
         return False
 
+    @contextlib.contextmanager
+    def _errors(self, doing: str):
+        """Disk full, read-only or quota while writing: one line naming the LMDB (LMDB reports ENOSPC
+        as 'Input/output error' from its write-back)."""
+        try:
+            yield
+        except (OSError, lmdb.Error) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise NetspecError(f"cannot {doing} LMDB '{self.path}': {reason}") from None
+
     def commit(self) -> None:
         """Write the queued records in one transaction, doubling the map until they fit."""
-        while self.pending:
-            try:
-                with self.env.begin(write=True) as txn:
-                    for k, v in self.pending:
-                        txn.put(k, v)
-                self.pending.clear()
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        with self._errors("write"):
+            while self.pending:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        for k, v in self.pending:
+                            txn.put(k, v)
+                    self.pending.clear()
+                except lmdb.MapFullError:
+                    self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
     def close(self) -> None:
-        self.commit()
-        self.env.sync(True)
-        self.env.close()
+        try:
+            self.commit()
+            with self._errors("write"):
+                self.env.sync(True)
+        finally:
+            self.env.close()

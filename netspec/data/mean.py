@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NetspecError
+from ..formats.atomic import check_target
 from ..formats.binaryproto import write_binaryproto
 from ..proto import pb
 from . import db as dbmod
@@ -28,6 +29,8 @@ def compute_mean(db_path, out=None, progress: bool = False) -> np.ndarray:
     """Mean of all records of `db_path` as float32 (1, C, H, W); written to `out` as a BlobProto if given."""
     from tqdm import tqdm
 
+    if out is not None:
+        check_target(out)  # a folder or a read-only place fails now, not after reading every record
     total = dbmod.count(db_path)
     if total == 0:
         raise NetspecError(f"LMDB '{db_path}' is empty: no mean to compute")

@@ -8,6 +8,7 @@ file system. Snapshots, mean files and LMDB folders all go through here.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 import shutil
@@ -40,11 +41,29 @@ def _check_folder(path: Path) -> None:
         raise NetspecError(f"cannot write: folder '{path.parent}' does not exist", file=path)
 
 
+def check_target(path: Path) -> None:
+    """Refuse before writing anything: a folder where the file goes, or a folder we cannot write."""
+    path = Path(path)
+    _check_folder(path)
+    if path.is_dir():
+        raise NetspecError("cannot write: this is a folder; give a file name", file=path)
+    if not os.access(path.parent, os.W_OK):
+        raise NetspecError(f"cannot write: folder '{path.parent}' is not writable", file=path)
+
+
+def io_error(path, e: OSError, doing: str = "write") -> NetspecError:
+    """An OSError while writing `path` (disk full, read-only, quota ...) as one line."""
+    reason = e.strerror or str(e)
+    other = f" ('{e.filename}')" if e.filename and Path(str(e.filename)).name != Path(path).name \
+        and not Path(str(e.filename)).name.startswith(f".{Path(path).name}.tmp-") else ""
+    return NetspecError(f"cannot {doing}: {reason}{other}", file=path)
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode: str = "wb"):
     """Open a temporary file for writing; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    _check_folder(path)
+    check_target(path)
     tmp = _temp_name(path)
     try:
         with open(tmp, mode) as f:
@@ -52,9 +71,11 @@ def atomic_open(path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise io_error(path, e) from None
         raise
     _fsync_dir(path.parent)
 
@@ -78,7 +99,10 @@ def atomic_dir(path, overwrite: bool = False):
     if path.exists() and not overwrite:
         raise NetspecError("already exists; remove it or choose another name", file=path)
     tmp = _temp_name(path)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise io_error(path, e, "create the folder") from None
     try:
         yield tmp
         for child in tmp.iterdir():
@@ -86,10 +110,39 @@ def atomic_dir(path, overwrite: bool = False):
                 with open(child, "rb") as f:
                     os.fsync(f.fileno())
         _replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise io_error(path, e) from None
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temps(folder, stem: str) -> list[Path]:
+    """Delete the hidden temporary files (`.<stem>*.tmp-<pid>-<hex>`) a killed writer left in `folder`
+    whose writer process no longer runs; return what was removed."""
+    removed = []
+    for p in Path(folder).glob(f".{glob.escape(stem)}*.tmp-*"):
+        pid = p.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Does process `pid` exist (on this machine)? A pid we may not signal still exists."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _replace_dir(new: Path, path: Path) -> None:

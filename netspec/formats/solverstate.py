@@ -52,3 +52,11 @@ def check_history(state: pb.SolverState, expected: int, source=None) -> None:
     if len(state.history) != expected:
         raise NetspecError(f"holds {len(state.history)} history blobs but this solver and net need "
                            f"{expected} (was it written for another net or solver type?)", file=source)
+
+
+def check_counters(state: pb.SolverState, source=None) -> None:
+    """iter and current_step count up from 0; a negative one is a damaged or hand-edited file."""
+    for name in ("iter", "current_step"):
+        value = getattr(state, name)
+        if value < 0:
+            raise NetspecError(f"{name} is {value}; a solver state's {name} cannot be negative", file=source)
