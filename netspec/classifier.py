@@ -1,0 +1,5 @@
+"""pycaffe's `caffe.classifier` under netspec's name; the implementation is
+netspec/pycaffe/classifier.py."""
+from .pycaffe.classifier import Classifier  # noqa: F401
+
+__all__ = ["Classifier"]
