@@ -2,8 +2,8 @@
 SigmoidCrossEntropyLoss (Caffe's contrastive_loss_layer.cpp, hinge_loss_layer.cpp, infogain_loss_layer.cpp,
 multinomial_logistic_loss_layer.cpp, sigmoid_cross_entropy_loss_layer.cpp and loss_layer.cpp).
 
-Each loss is a scalar top with a default loss weight of 1. Losses are computed in float32 (inputs are
-cast) so that autocast never narrows them. Where Caffe's hand-written backward differs from the exact
+Each loss is a scalar top with a default loss weight of 1. Losses are computed in float32 at least (half
+and bfloat16 inputs are widened) so that autocast never narrows them. Where Caffe's hand-written backward differs from the exact
 derivative of its forward (probabilities floored at 1e-20 before the log, ContrastiveLoss's 1e-4 in
 the distance), the forward keeps Caffe's value and the gradient is made to be Caffe's.
 """
@@ -22,6 +22,11 @@ from .base import Layer, canonical_axis, register
 
 N = pb.LossParameter
 _LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD
+
+
+def _wide(x):
+    """x in float32 at least: half and bfloat16 widen (autocast), float64 stays for gradient checks."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _value_with_grad(value, grad_path):
@@ -99,7 +104,7 @@ class ContrastiveLoss(_Loss):
 
     def forward(self, a, b, y):
         n = a.shape[0]
-        diff = (a.float() - b.float()).reshape(n, -1)
+        diff = (_wide(a) - _wide(b)).reshape(n, -1)
         dist_sq = (diff * diff).sum(1)
         similar = y.detach().reshape(n).to(torch.int64) != 0  # Caffe truncates y to int
         if self.legacy:
@@ -129,7 +134,7 @@ class HingeLoss(_Loss):
 
     def forward(self, x, label):
         n = x.shape[0]
-        rows = x.float().reshape(n, -1)
+        rows = _wide(x).reshape(n, -1)
         labels = label.detach().reshape(-1)[:n].to(torch.int64)  # Caffe reads the first N values
         _labels_in_range(self, labels, rows.shape[1])
         sign = 1.0 - 2.0 * F.one_hot(labels, rows.shape[1]).to(rows.dtype)
@@ -150,7 +155,7 @@ class MultinomialLogisticLoss(_Loss):
 
     def forward(self, prob, label):
         n = prob.shape[0]
-        rows = prob.float().reshape(n, -1)
+        rows = _wide(prob).reshape(n, -1)
         labels = label.detach().reshape(n).to(torch.int64)
         _labels_in_range(self, labels, rows.shape[1])
         picked = rows.gather(1, labels.unsqueeze(1)).squeeze(1)
@@ -188,8 +193,8 @@ class SigmoidCrossEntropyLoss(_Loss):
 
     def forward(self, x, target):
         n = x.shape[0]
-        x = x.float().reshape(n, -1)
-        t = target.detach().float().reshape(n, -1)
+        x = _wide(x).reshape(n, -1)
+        t = target.detach().to(x.dtype).reshape(n, -1)
         if self.ignore_label is None:
             valid = torch.ones_like(t, dtype=torch.bool)
         else:
@@ -250,12 +255,12 @@ class InfogainLoss(_Loss):
     def forward(self, x, label, h=None):
         shape = x.shape
         outer, classes = math.prod(shape[: self.axis]), shape[self.axis]
-        scores = x.float().reshape(outer, classes, -1)
+        scores = _wide(x).reshape(outer, classes, -1)
         labels = label.detach().reshape(outer, -1).to(torch.int64)
         valid = torch.ones_like(labels, dtype=torch.bool) if self.ignore_label is None \
             else labels != self.ignore_label
         _labels_in_range(self, labels, classes, valid)
-        h = (self.h_from_file if h is None else h.detach()).float().reshape(classes, classes)
+        h = (self.h_from_file if h is None else h.detach()).to(scores.dtype).reshape(classes, classes)
         prob = F.softmax(scores, dim=1)
         # Caffe floors the probability at 1e-20 in the value only; its gradient is p·ΣH[y] - H[y]
         logp = _value_with_grad(_floored_log(prob.detach()), F.log_softmax(scores, dim=1))
