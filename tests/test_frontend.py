@@ -95,8 +95,6 @@ INPUT = 'layer { name: "in" type: "Input" top: "data" input_param { shape { dim:
      'layer { name: "b" type: "ReLU" bottom: "data" top: "y" }\n', 2, "a", "out of order"),
     ('layer { name: "p" type: "ReLU" bottom: "data" top: "p" }\n'
      'layer { name: "q" type: "ReLU" bottom: "data" top: "data" }\n', 3, "q", "already read"),
-    ('layer { name: "p" type: "ReLU" bottom: "data" top: "p" }\n'
-     'layer { name: "p" type: "ReLU" bottom: "p" top: "p2" }\n', 3, "p", "used twice"),
 ])
 def test_validation_errors_name_file_line_layer_blob(tmp_path, body, line, layer, words):
     f = write(tmp_path, INPUT + body)

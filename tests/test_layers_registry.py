@@ -55,14 +55,29 @@ SMOKE = {
     "Swish": ("", [(2, 3)], 1),
     "TanH": ("", [(2, 3)], 1),
     "Threshold": ("", [(2, 3)], 1),
+    "ArgMax": ("argmax_param { top_k: 2 }", [(2, 3, 4)], 1),
+    "BatchReindex": ("", [(3, 2), (4,)], 1),
+    "Crop": ("crop_param { axis: 1 offset: 1 }", [(2, 5, 6), (2, 3, 4)], 1),
+    "Embed": ("embed_param { input_dim: 2 num_output: 3 }", [(2, 3)], 1),
+    "Filter": ("", [(4, 3), (4,)], 1),
+    "Im2col": ("convolution_param { kernel_size: 2 }", [(2, 3, 4, 4)], 1),
+    "MVN": ("", [(2, 3, 4)], 1),
+    "Parameter": ("parameter_param { shape { dim: 2 dim: 3 } }", [], 1),
+    "Reduction": ("reduction_param { operation: MEAN axis: 1 }", [(2, 3, 4)], 1),
+    "SPP": ("spp_param { pyramid_height: 2 }", [(2, 3, 5, 5)], 1),
+    "Tile": ("tile_param { tiles: 2 }", [(2, 3)], 1),
 }
-LABELLED = {"Accuracy", "SoftmaxWithLoss"}  # bottom 1 holds class labels
+# bottom 1 holds class labels, or 0/1 indices (BatchReindex's rows, Filter's selector)
+LABELLED = {"Accuracy", "SoftmaxWithLoss", "BatchReindex", "Filter"}
+IDS = {"Embed"}  # bottom 0 holds ids < 2
+DATA_BATCH = {"Filter"}  # the tops' batch size depends on the data (the whole batch before any)
 NEEDS_FILES = {"Data": "reads an LMDB; tested in the Data layer's own tests"}
 
 
 def _bottoms(type_name, shapes):
     return [
-        torch.randint(0, 2, s).float() if i == 1 and type_name in LABELLED else torch.rand(s)
+        torch.randint(0, 2, s).float() if (i == 1 and type_name in LABELLED) or (i == 0 and type_name in IDS)
+        else torch.rand(s)
         for i, s in enumerate(shapes)
     ]
 
@@ -79,7 +94,10 @@ def test_every_type_builds_and_runs(type_name, phase):
     bottoms = _bottoms(type_name, shapes)
     out = layer(*bottoms)
     out = out if isinstance(out, tuple) else (out,)
-    assert [tuple(t.shape) for t in out] == layer.top_shapes, type_name
+    if type_name in DATA_BATCH:
+        assert [tuple(t.shape[1:]) for t in out] == [s[1:] for s in layer.top_shapes], type_name
+    else:
+        assert [tuple(t.shape) for t in out] == layer.top_shapes, type_name
     assert all(torch.isfinite(t).all() for t in out), type_name
     assert len(layer.blobs) == len(layer.blob_names)
 
