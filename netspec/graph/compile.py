@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from .. import layers as _layers  # noqa: F401  (registers every layer type)
 from ..errors import NetspecError
+from ..frontend.validate import check_allocation
 from ..layers.base import SOURCE_DIR, Layer, layer_class
 from ..proto import pb
 from .devices import DeviceMap
@@ -101,9 +102,11 @@ class CompiledNet(nn.Module):
                 lp = _with_phase(lp, self.phase)
                 try:
                     self._build_layer(lp, gen, taken, blob_device, shared, input_shapes)
+                    self.steps[-1].layer.origin = _Origin(self.source, lines, i)
                 except NetspecError as e:
                     if e.file is None and self.source is not None:
-                        raise e.located(self.source, lines[i]) from None
+                        # the cause kept: --debug shows a Python layer's own traceback
+                        raise e.located(self.source, lines[i]) from e.__cause__
                     raise
         finally:
             SOURCE_DIR.reset(token)
@@ -125,12 +128,14 @@ class CompiledNet(nn.Module):
             layer = cls(lp, [self.blob_shapes[b] for b in lp.bottom], self.phase)
             for t, shape in zip(lp.top, layer.top_shapes):
                 self.blob_shapes[t] = shape
+        for t, shape in zip(lp.top, layer.top_shapes):
+            check_allocation(shape, f"top '{t}'", lp.name)
         layer.fill(gen)
         if lp.blobs:
             _set_blobs_from_proto(layer, lp)
         attr = _attr_name(lp.name, taken)
         self.add_module(attr, layer)
-        self.layers[lp.name] = layer
+        self.layers[lp.name] = layer   # a name used twice: its last layer here, as Caffe's layer_names_index_
         self.layer_params.append(lp)
         self._tie_params(layer, lp, shared)
         self._note_losses(layer, lp)
@@ -228,18 +233,23 @@ class CompiledNet(nn.Module):
         return list(self._learnable)
 
     def params(self) -> OrderedDict:
-        """pycaffe's net.params: layer name -> its parameter blobs (layers without blobs left out)."""
-        return OrderedDict((n, l.blobs) for n, l in self.layers.items() if l.blob_names)
+        """Layer name -> its parameter blobs (layers without blobs left out). A name used twice maps to
+        the first such layer, the one Caffe's CopyTrainedLayersFrom fills from a caffemodel."""
+        out = OrderedDict()
+        for step in self.steps:
+            if step.layer.blob_names:
+                out.setdefault(step.layer.name, step.layer.blobs)
+        return out
 
     def fill(self, seed: int | None = None) -> None:
         gen = _generator(seed)
-        for layer in self.layers.values():
-            layer.fill(gen)
+        for step in self.steps:
+            step.layer.fill(gen)
 
     def close(self) -> None:
         """Release every layer's outside resources (Data layers' readers); the net is not used after."""
-        for layer in self.layers.values():
-            layer.close()
+        for step in self.steps:
+            step.layer.close()
 
     def place(self) -> "CompiledNet":
         """Move each layer to its bound device (after compiling on the CPU)."""
@@ -306,6 +316,17 @@ def _net_outputs(inputs: list[str], steps: list[Step]) -> list[str]:
         available.difference_update(step.bottoms)
         available.update(step.tops)
     return sorted(available)
+
+
+@dataclass
+class _Origin:
+    """Where a layer is in its prototxt, worked out when asked (errors found while running)."""
+    source: object
+    lines: object
+    index: int
+
+    def __call__(self) -> tuple:
+        return (self.source, self.lines[self.index]) if self.source is not None else (None, None)
 
 
 def _generator(seed: int | None) -> torch.Generator:

@@ -8,6 +8,7 @@ from importlib import import_module
 from . import activation, conv, inner_product, inputs, loss, norm, pooling, structure  # noqa: F401
 from . import indexing, parameter, reduce, spatial  # noqa: F401  (issue 11's catalog)
 from . import loss_extra, recurrent  # noqa: F401
+from . import python_layer  # noqa: F401  (type "Python": a user's pycaffe-style layer)
 from . import hdf5_layers, image_data, memory_data, window_data  # noqa: F401  (issue 11: data layers)
 from .base import REGISTRY, Layer, layer_class, register
 

@@ -6,6 +6,7 @@ V1/V0 layer type enums to today's type strings (used by the front end's upgrade 
 reader alike).
 """
 from . import netspec_pb2 as pb
+from . import caffe_pb2  # noqa: F401,E402  (pycaffe's name for the same module)
 
 __all__ = ["pb", "param_name_dict"]
 
