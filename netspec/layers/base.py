@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import NetspecError, ShapeError
+from ..frontend.validate import check_allocation
 from ..proto import param_name_dict, pb
 
 REGISTRY: dict[str, type["Layer"]] = {}
@@ -140,6 +141,7 @@ class Layer(nn.Module):
 
     def new_blob(self, name: str, shape, requires_grad: bool = True) -> None:
         """Create parameter blob `name` (uninitialised) of the given shape."""
+        check_allocation(shape, f"parameter blob '{name}'", self.name)
         setattr(self, name, nn.Parameter(torch.empty(tuple(int(d) for d in shape)), requires_grad))
 
     def error(self, message: str) -> NetspecError:
@@ -147,6 +149,12 @@ class Layer(nn.Module):
 
     def shape_error(self, message: str) -> ShapeError:
         return ShapeError(message, layer=self.name)
+
+    def run_error(self, message: str) -> NetspecError:
+        """An error in the data seen while running (an index out of range): placed at the layer's
+        file:line, which the compiler records as `origin`, since no compile step catches it."""
+        file, line = self.origin() if callable(getattr(self, "origin", None)) else (None, None)
+        return NetspecError(message, file=file, line=line, layer=self.name)
 
     def _check_arity(self, nb: int, nt: int) -> None:
         for what, n, exact, lo, hi in (("bottom", nb, self.exact_bottoms, self.min_bottoms, self.max_bottoms),

@@ -83,9 +83,11 @@ class Net:
         self._blob_names = list(self._net.blob_shapes)
         self.blobs: OrderedDict[str, Blob] = OrderedDict(
             (b, Blob(torch.zeros(s, dtype=torch.float32))) for b, s in self._net.blob_shapes.items())
-        self.params = OrderedDict((n, [_ParamBlob(p) for p in ps]) for n, ps in self._net.params().items())
-        self._layer_names = list(self._net.layers)
-        self.layers = [LayerView(l, self.params.get(n, [])) for n, l in self._net.layers.items()]
+        own = [[_ParamBlob(p) for p in s.layer.blobs] for s in steps]
+        # A layer name used twice (Caffe allows it): pycaffe's dicts keep the last such layer.
+        self.params = OrderedDict((s.layer.name, b) for s, b in zip(steps, own) if b)
+        self._layer_names = [s.layer.name for s in steps]
+        self.layers = [LayerView(s.layer, b) for s, b in zip(steps, own)]
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self.top_names = OrderedDict((s.layer.name, list(s.tops)) for s in steps)
         self.bottom_names = OrderedDict((s.layer.name, list(s.bottoms)) for s in steps)
@@ -192,10 +194,14 @@ class Net:
                     self._seen[k] = ([state[b] for b in step.bottoms], _rng_state(step.device))
                 self._net.run_steps(state, k, k)
                 for t in step.tops:
-                    if not step.bottoms:                       # a source: its tops are data
+                    if not step.bottoms and state[t].grad_fn is None:   # a source: its tops are data
                         state[t] = self._leaf(state[t], t, graph)
                     elif t not in step.bottoms and state[t].grad_fn is not None:
                         state[t].retain_grad()                 # its .grad becomes the blob's diff
+                    elif t not in step.bottoms and graph and self._need.get(t):
+                        # Caffe gives every top of a layer with a differentiable bottom a diff (Filter's
+                        # top of a non-learning bottom): a leaf collects what its consumers send.
+                        state[t] = self._leaf(state[t], t, True)
                     if t not in step.bottoms:
                         first[t] = state[t]
         for b, t in state.items():
@@ -228,8 +234,10 @@ class Net:
         self._live, self._state, self._first = False, {}, {}
         seeds, grads = [], []
         for b in _unread(self._net, lo, hi):
-            t, d = final.get(b), self.blobs[b]._diff
-            if t is not None and t.grad_fn is not None and d is not None and bool(d.any()):
+            # a zero diff is back-propagated too: Caffe runs every layer's Backward (a Python layer's
+            # backward may set its blobs' diffs whatever the top diff)
+            t, d = final.get(b), self.blobs[b]._diff_tensor()
+            if t is not None and t.grad_fn is not None:
                 seeds.append(t)
                 grads.append(d.to(t.device, t.dtype).reshape(t.shape))
         if seeds:
@@ -366,6 +374,31 @@ class Net:
         self._sync_host_writes()
         write_caffemodel(path, self._net.layer_params, self._net.params(), name=self._net.name)
 
+    def save_hdf5(self, path):
+        """Caffe's Net::ToHDF5: the weights as a .caffemodel.h5 (data/<layer>/<i>)."""
+        from ..formats.hdf5 import write_hdf5_weights
+
+        self._sync_host_writes()
+        write_hdf5_weights(path, [lp.name for lp in self._net.layer_params], self._net.params())
+
+    def load_hdf5(self, path):
+        """Caffe's Net::CopyTrainedLayersFromHDF5."""
+        from ..formats.hdf5 import load_hdf5_weights
+
+        self._sync_host_writes()
+        return load_hdf5_weights(self._net.params(), path)
+
+    def set_input_arrays(self, data, labels):
+        """Feed the first layer, a MemoryData, with `data` (N x C x H x W float32, C-contiguous) and
+        `labels` (N, or N x 1 x 1 x 1); N a multiple of its batch_size (pycaffe's checks)."""
+        first = next(iter(self._net.layers.values()), None)
+        if first is None or first.type != "MemoryData":
+            raise NetspecError("set_input_arrays may only be called if the first layer is a MemoryData layer"
+                               + (f" (it is '{first.name}', {first.type})" if first is not None else ""))
+        if isinstance(labels, np.ndarray) and labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        first.reset(data, labels)
+
 
 def _collect(into: dict, arrays: dict, pad: int):
     """Append each batch's rows (padding dropped; a scalar such as a loss as one value)."""
@@ -390,10 +423,11 @@ def _need_backward(net, force: bool) -> dict[str, bool]:
     lies upstream of it, or everywhere under force_backward (inputs and data only then)."""
     need = dict.fromkeys(net.input_names, force)
     for step in net.steps:
-        if step.is_input or not step.bottoms:
+        learns = any(p.requires_grad for p in step.layer.parameters())
+        if step.is_input or not step.bottoms and not learns:   # a Parameter layer's top learns
             need.update(dict.fromkeys(step.tops, force))
             continue
-        grads = force or any(p.requires_grad for p in step.layer.parameters()) or any(
+        grads = force or learns or any(
             need.get(b) and not d for b, d in zip(step.bottoms, step.detach))
         for t in step.tops:
             need[t] = need.get(t, False) or grads
