@@ -187,7 +187,13 @@ def _mapped_layers(path):
 
 def read_weights(path) -> OrderedDict:
     """layer name -> (type, [float32 arrays]) of the .caffemodel `path`; equals
-    `weights_by_layer(read_caffemodel(path))`, several times faster for large files."""
+    `weights_by_layer(read_caffemodel(path))`, several times faster for large files. A
+    .caffemodel.h5 (hdf5.py) gives its layers with type ''."""
+    from .hdf5 import is_hdf5, read_hdf5_weights
+
+    if is_hdf5(path):
+        return OrderedDict((name, ("", [blobs[i] for i in sorted(blobs)]))
+                           for name, blobs in read_hdf5_weights(path).items())
     with _mapped_layers(path) as layers:
         return OrderedDict((r.name, (r.type, [np.array(b, np.float32) for b in r.blobs])) for r in layers)
 
@@ -250,10 +256,15 @@ def load_weights(params: Mapping[str, Sequence], weights, source=None) -> LoadRe
     """Copy trained blobs into `params` (layer name -> the layer's blobs as tensors, e.g.
     `net.params()`) from a .caffemodel path or a NetParameter, keeping each tensor's device and dtype.
     `source` names the weights in messages (default: the path). Raises NetspecError, before copying
-    anything, when a matched layer's blob count or a blob's shape differs."""
+    anything, when a matched layer's blob count or a blob's shape differs. An HDF5 file (Caffe's
+    .caffemodel.h5, see hdf5.py) is read as Net::CopyTrainedLayersFrom dispatches to it."""
+    from .hdf5 import is_hdf5, load_hdf5_weights
+
     if isinstance(weights, pb.NetParameter):
         source = source or "<NetParameter>"
         return _load(params, _from_net(weights, source), source)
+    if is_hdf5(weights):
+        return load_hdf5_weights(params, weights, source)
     with _mapped_layers(weights) as records:
         return _load(params, records, source or str(weights))
 

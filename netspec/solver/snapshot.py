@@ -1,6 +1,7 @@
 """Snapshots: Caffe's file names, the .caffemodel + .solverstate pair, and restoring from it
 (Solver::Snapshot, SnapshotFilename, CheckSnapshotWritePermissions and Restore in
-src/caffe/solver.cpp; SGDSolver's SolverState read/write in src/caffe/solvers/sgd_solver.cpp;
+src/caffe/solver.cpp; SGDSolver's SolverState read/write in src/caffe/solvers/sgd_solver.cpp, binary
+or, with snapshot_format: HDF5, .caffemodel.h5 + .solverstate.h5 through netspec.formats.hdf5;
 UpgradeSnapshotPrefixProperty in src/caffe/util/upgrade_proto.cpp).
 
 Both files are written atomically (netspec.formats.atomic), the weights first, so a crash mid-snapshot
@@ -16,7 +17,9 @@ import torch
 
 from ..errors import NetspecError
 from ..formats.caffemodel import load_weights, write_caffemodel
-from ..formats.solverstate import check_history, history_arrays, make_solverstate, read_solverstate, write_solverstate
+from ..formats.hdf5 import read_hdf5_solverstate, write_hdf5_solverstate, write_hdf5_weights
+from ..formats.solverstate import (check_counters, check_history, history_arrays, make_solverstate,
+                                  read_solverstate, write_solverstate)
 from ..proto import pb
 
 log = logging.getLogger(__name__)
@@ -78,20 +81,23 @@ def write_snapshot(sp: pb.SolverParameter, net, rule, iter: int, current_step: i
     params = net.params()
     if not _finite([t for ts in params.values() for t in ts]):
         raise NetspecError(f"iteration {iter}: the weights are not finite (nan or inf); snapshot refused")
-    if sp.snapshot_format != pb.SolverParameter.BINARYPROTO:
-        log.warning("snapshot_format HDF5 is not supported; writing binary protobuf snapshots")
-    model = snapshot_filename(sp, iter, ".caffemodel")
-    log.info("Snapshotting to binary proto file %s", model)
+    hdf5 = sp.snapshot_format == pb.SolverParameter.HDF5   # Solver::SnapshotToHDF5, SnapshotSolverStateToHDF5
+    kind, suffix = ("HDF5", ".h5") if hdf5 else ("binary proto", "")
+    model = snapshot_filename(sp, iter, ".caffemodel" + suffix)
+    log.info("Snapshotting to %s file %s", kind, model)
     diffs = None
     if sp.snapshot_diff:
         diffs = {n: [t.grad if t.grad is not None else torch.zeros_like(t) for t in ts] for n, ts in params.items()}
-    write_caffemodel(model, list(net.layer_params), params, diffs=diffs, name=net.name, phase=pb.TRAIN)
-    state_path = snapshot_filename(sp, iter, ".solverstate")
-    log.info("Snapshotting solver state to binary proto file %s", state_path)
+    if hdf5:
+        write_hdf5_weights(model, [lp.name for lp in net.layer_params], params, diffs=diffs)
+    else:
+        write_caffemodel(model, list(net.layer_params), params, diffs=diffs, name=net.name, phase=pb.TRAIN)
+    state_path = snapshot_filename(sp, iter, ".solverstate" + suffix)
+    log.info("Snapshotting solver state to %s file %s", kind, state_path)
     state = make_solverstate(iter, current_step, rule.history, model)
     if extend_state is not None:
         extend_state(state)
-    write_solverstate(state_path, state)
+    (write_hdf5_solverstate if hdf5 else write_solverstate)(state_path, state)
     return model, state_path
 
 
@@ -111,9 +117,9 @@ def learned_net_path(state: pb.SolverState, state_path) -> Path:
 def read_snapshot(path, net, rule) -> pb.SolverState:
     """Restore weights (learned_net) and solver history from a .solverstate; return the state (its iter,
     current_step and netspec's extension fields are the caller's to apply)."""
-    if str(path).endswith(".h5"):
-        raise NetspecError("HDF5 solver states are not supported (expected a binary .solverstate)", file=path)
-    state = read_solverstate(path)
+    # Solver::Restore: a name ending in .h5 is an HDF5 state, anything else binary protobuf
+    state = read_hdf5_solverstate(path) if str(path).endswith(".h5") else read_solverstate(path)
+    check_counters(state, source=path)
     check_history(state, len(rule.history), source=path)
     if state.HasField("learned_net") and state.learned_net:
         weights = learned_net_path(state, path)

@@ -1,0 +1,245 @@
+"""Caffe's ImageData layer (src/caffe/layers/image_data_layer.cpp, ReadImageToCVMat in
+src/caffe/util/io.cpp): batches of image files named in a list file, transformed as the Data layer's.
+
+List lines are "path label": the label follows the last space, so paths may hold spaces; a line
+without a space is all path, its label what C's atoi makes of it (Caffe). A blank line, or a label
+that does not start with an integer (Caffe's atoi would silently give 0), is refused with the list's
+file:line. Images are `root_folder + path` (string concatenation, as Caffe), read with OpenCV in BGR
+order (IMREAD_GRAYSCALE when is_color is false), resized to new_height x new_width with cv::resize's
+INTER_LINEAR when both are set, then transformed by netspec.data.transform.DataTransformer
+(crop/mirror/mean/scale from transform_param; ImageDataParameter's own legacy scale/mean_file/
+crop_size/mirror fill in fields transform_param leaves unset, as the Data layer does). An image that
+cannot be read is an error naming the list file and line (Caffe's CHECK "Could not load").
+
+Order: the list's, or shuffled at setup and at every wrap when shuffle is set (seeded per layer;
+Caffe's draws differ); rand_skip starts at a random line below rand_skip. Tops: data, with the shape of
+each batch's first image as in Caffe, and labels N (float32). Batches are read by a small thread pool
+a few batches ahead (OpenCV releases the GIL); each batch draws crops and mirrors from a generator
+seeded by (layer seed, batch index), so results do not depend on thread timing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.transform import DataTransformer
+from ..errors import NetspecError
+from ..proto import pb
+from .base import Layer, register
+
+log = logging.getLogger("netspec.layers.image_data")
+
+_LEGACY_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
+_ATOI = re.compile(r"\s*([+-]?\d+)")
+
+
+class Prefetcher:
+    """Runs batch jobs `depth` ahead on a thread pool. `make_job(k)` is called in order on the
+    caller's thread (so cursors and shuffles advance deterministically) and returns the function
+    that builds batch k on a worker."""
+
+    def __init__(self, make_job, depth: int = 4, workers: int | None = None):
+        self.make_job, self.depth, self.k = make_job, max(1, depth), 0
+        self.pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1), thread_name_prefix="netspec-data")
+        self.queue: deque = deque()
+
+    def next(self):
+        while len(self.queue) < self.depth:
+            self.queue.append(self.pool.submit(self.make_job(self.k)))
+            self.k += 1
+        return self.queue.popleft().result()
+
+    def close(self) -> None:
+        for f in self.queue:
+            f.cancel()
+        self.queue.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class PrefetchSource(Layer):
+    """A data layer whose batches come from a Prefetcher started on first forward; subclasses define
+    `make_job(k)` (see Prefetcher) returning (data float32 array, labels float32 array)."""
+
+    exact_bottoms, exact_tops = 0, 2
+    is_data = True
+
+    def __init__(self, lp, bottom_shapes=(), phase=pb.TRAIN, source_dir=None):
+        self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
+        super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
+        self._reader = None
+
+    def find(self, name: str, what: str, extra_dirs=()) -> Path:
+        """`name` from the current directory (Caffe), else from the prototxt's folder or `extra_dirs`."""
+        p = Path(name)
+        tried = [p] + ([] if p.is_absolute() else [Path(d) / p for d in (self.source_dir, *extra_dirs) if d])
+        for q in tried:
+            if q.exists():
+                return q
+        raise self.error(f"{what} '{name}' does not exist (looked in "
+                         + ", ".join(f"'{q.parent}'" if str(q.parent) != "." else "the current directory"
+                                     for q in tried) + ")")
+
+    def forward(self):
+        if self._reader is None:
+            self._reader = Prefetcher(self.make_job)
+        data, label = self._reader.next()
+        device = self._anchor.device
+        return torch.from_numpy(data).to(device), torch.from_numpy(label).to(device)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __getstate__(self):
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state["_reader"] = None  # threads do not copy; a copy starts its own
+        return state
+
+
+def read_image(path: str, new_height: int, new_width: int, is_color: bool) -> np.ndarray | None:
+    """Caffe's ReadImageToCVMat as a CHW uint8 array (BGR or one channel); None if unreadable."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    if new_height > 0 and new_width > 0:
+        img = cv2.resize(img, (new_width, new_height), interpolation=cv2.INTER_LINEAR)
+    return (img[:, :, None] if img.ndim == 2 else img).transpose(2, 0, 1)
+
+
+def parse_list(path: Path, layer: str) -> list[tuple[str, int, int]]:
+    """(image path, label, line number) for each line of an ImageData list file."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise NetspecError(f"cannot read the image list: {e}", file=path, layer=layer) from None
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            raise NetspecError("empty line; each line is 'path label'", file=path, line=n, layer=layer)
+        pos = line.rfind(" ")
+        name, label_text = (line[:pos], line[pos + 1:]) if pos >= 0 else (line, line)
+        m = _ATOI.match(label_text)
+        if m is None and pos >= 0:
+            raise NetspecError(f"label '{label_text}' is not an integer; each line is 'path label'",
+                               file=path, line=n, layer=layer)
+        items.append((name, int(m.group(1)) if m else 0, n))
+    if not items:
+        raise NetspecError("the image list is empty", file=path, layer=layer)
+    return items
+
+
+@register("ImageData")
+class ImageData(PrefetchSource):
+    def setup(self, bottom_shapes):
+        p = self.param
+        self.new_height, self.new_width, self.is_color = int(p.new_height), int(p.new_width), bool(p.is_color)
+        if (self.new_height > 0) != (self.new_width > 0):
+            raise self.error("new_height and new_width must be set together (found "
+                             f"{self.new_height} and {self.new_width})")
+        if p.batch_size <= 0:
+            raise self.error("image_data_param.batch_size must be positive")
+        if not p.source:
+            raise self.error("image_data_param.source is not set")
+        self.batch_size = int(p.batch_size)
+        self.list_path = self.find(p.source, "image list")
+        self.items = parse_list(self.list_path, self.name)
+        self.rng = np.random.default_rng(self.seed)
+        self.order = self._shuffled(np.arange(len(self.items)))
+        self.pos = self._skip(int(p.rand_skip))
+        self.root = self._root(p.root_folder)
+        tp = self._transform_param()
+        mean = self.find(tp.mean_file, "mean_file") if tp.mean_file else None
+        self.transformer = DataTransformer(tp, self.phase, mean, name=self.name)
+        first = self._read(self.order[self.pos])
+        self.record_shape = self._checked(lambda: self.transformer.output_shape(first.shape))
+
+    def infer_top_shapes(self, bottom_shapes):
+        return [(self.batch_size,) + tuple(self.record_shape), (self.batch_size,)]
+
+    def _checked(self, fn):
+        try:
+            return fn()
+        except NetspecError as e:
+            raise e if e.layer else self.error(str(e)) from None
+
+    def _transform_param(self) -> pb.TransformationParameter:
+        tp = pb.TransformationParameter()
+        tp.CopyFrom(self.lp.transform_param)
+        for f in _LEGACY_TRANSFORM:
+            if self.param.HasField(f) and not tp.HasField(f):
+                setattr(tp, f, getattr(self.param, f))
+        return tp
+
+    def _shuffled(self, order: np.ndarray) -> np.ndarray:
+        return self.rng.permutation(order) if self.param.shuffle else order
+
+    def _skip(self, rand_skip: int) -> int:
+        if not rand_skip:
+            return 0
+        skip = int(self.rng.integers(rand_skip))
+        if skip >= len(self.items):
+            raise self.error(f"rand_skip drew {skip} but the list has only {len(self.items)} images")
+        log.info("layer '%s': skipping the first %d images", self.name, skip)
+        return skip
+
+    def _root(self, root_folder: str) -> str:
+        """The prefix of image names: root_folder as given when the first image exists from the current
+        directory (Caffe), else the same under the prototxt's or the list's folder."""
+        first = root_folder + self.items[self.order[self.pos]][0]
+        if Path(first).is_absolute() or Path(first).exists():
+            return root_folder
+        for base in (self.source_dir, self.list_path.parent):
+            if base is not None and (Path(base) / first).exists():
+                log.info("layer '%s': images not found from the current directory; reading them under %s",
+                         self.name, base)
+                return os.path.join(str(base), root_folder)
+        return root_folder
+
+    def _read(self, i: int) -> np.ndarray:
+        name, _, line = self.items[i]
+        img = read_image(self.root + name, self.new_height, self.new_width, self.is_color)
+        if img is None:
+            raise NetspecError(f"cannot read image '{self.root + name}' (missing or not an image)",
+                               file=self.list_path, line=line, layer=self.name)
+        return img
+
+    # ---- batches ----------------------------------------------------------------------------------
+    def make_job(self, k: int):
+        """Take the next batch_size lines (wrapping, reshuffled at each wrap) for batch k."""
+        picked = []
+        for _ in range(self.batch_size):
+            picked.append(int(self.order[self.pos]))
+            self.pos += 1
+            if self.pos == len(self.order):
+                self.pos = 0
+                self.order = self._shuffled(self.order)
+        return partial(self._load_batch, picked, np.random.default_rng((self.seed, k)))
+
+    def _load_batch(self, picked: list[int], rng) -> tuple[np.ndarray, np.ndarray]:
+        first = self._read(picked[0])
+        shape = self._checked(lambda: self.transformer.output_shape(first.shape))
+        data = np.empty((len(picked),) + tuple(shape), np.float32)
+        for j, i in enumerate(picked):
+            img = first if j == 0 else self._read(i)
+            name, _, line = self.items[i]
+            try:
+                self.transformer(img, rng, data[j], key=name)
+            except NetspecError as e:
+                raise NetspecError(e.message, file=self.list_path, line=line, layer=self.name) from None
+        return data, np.array([self.items[i][1] for i in picked], np.float32)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, source='{self.param.source}', batch_size={self.batch_size}"
