@@ -26,26 +26,21 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from google.protobuf import text_format
 
-from . import evaluate
 from .data import db as dbmod
 from .data.convert import Options, convert, read_listfile
 from .data.mean import compute_mean
-from .data.toy import make_toy_imagenet
+from .data.toy import RECORD_SIZE, make_toy_imagenet
 from .errors import NetspecError
 from .frontend import load_net, load_solver, read_text_file
-from .graph import compile_net
-from .formats import atomic_write, load_weights
+from .formats.atomic import atomic_write
 from .proto import pb
 from .solver.log import GlogFormatter, glog_to_stderr
 from .solver.signals import SignalHandler
-from .solver.solver import Solver
 
 log = logging.getLogger("netspec.demo")
 
-RECORD_SIZE = 64                     # the toy net crops 57x57 from 64x64 records
 TEMPLATE_NET, TEMPLATE_SOLVER = "toy_train_val.prototxt", "toy_solver.prototxt"
 STAMP = "netspec_demo.json"          # the options toy_imagenet/ was made with
 MAX_TEST_BATCH = 50
@@ -187,7 +182,7 @@ def _scaled(value: int, template_iters: int, iters: int) -> int:
 
 
 def demo_solver(template: pb.SolverParameter, net: Path, prefix: Path, test_iter: int, iterations,
-                device: torch.device) -> pb.SolverParameter:
+                device) -> pb.SolverParameter:
     """The toy solver with absolute paths; --iterations scales the schedule (step, tests, display)."""
     sp = pb.SolverParameter()
     sp.CopyFrom(template)
@@ -226,8 +221,10 @@ def write_prototxts(cfg: Config, data: Path, val_images: int, device) -> None:
 
 
 # ---- steps 5-7: train, test, plot ---------------------------------------------------------------------
-def choose_device(flag: str) -> torch.device:
+def choose_device(flag: str):
     """--gpu auto: the first CUDA device if there is one; cpu; or a device id."""
+    import torch
+
     flag = str(flag).strip().lower()
     if flag in ("auto", ""):
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -254,11 +251,26 @@ def _tee(path: Path):
         handler.close()
 
 
-def train(solver_path: Path, device: torch.device, log_path: Path) -> tuple[str, str]:
-    """Step 5: Caffe's training loop from the fillers; Ctrl-C snapshots and stops, as `netspec train`."""
+def _progress_bar(solver):
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=max(solver.param.max_iter - solver.iter, 0), unit="it", leave=False, file=sys.stderr)
+
+
+def train(solver_path: Path, device, log_path: Path, progress: bool = True) -> tuple[str, str]:
+    """Step 5: Caffe's training loop from the fillers; Ctrl-C snapshots and stops, as `netspec train`.
+    The log goes to `log_path` only (stderr gets its warnings and, on a terminal, a progress bar)."""
+    from .solver.solver import Solver
+
     sp, path = load_solver(solver_path)
-    with glog_to_stderr(logging.INFO), _tee(log_path):
+    with glog_to_stderr(logging.INFO) as to_stderr, _tee(log_path):
+        to_stderr.setLevel(logging.WARNING)
         solver = Solver(sp, path, device=device)
+        solver.progress = _progress_bar(solver) if progress else None
         log.info("Training on %s", solver.device)
         main_thread = threading.current_thread() is threading.main_thread()
         with SignalHandler() if main_thread else contextlib.nullcontext() as signals:
@@ -266,6 +278,8 @@ def train(solver_path: Path, device: torch.device, log_path: Path) -> tuple[str,
             try:
                 solver.solve()
             finally:
+                if solver.progress is not None:
+                    solver.progress.close()
                 for net in [solver.net, *solver.test_nets]:
                     net.close()
     if solver.requested_early_exit:
@@ -280,6 +294,10 @@ def train(solver_path: Path, device: torch.device, log_path: Path) -> tuple[str,
 
 def score(net_path: Path, weights: str, iterations: int, device) -> tuple[list[str], dict[int, float]]:
     """Step 6, `netspec test`: Caffe's summary and error lines, and {top_k: accuracy}."""
+    from . import evaluate
+    from .formats import load_weights
+    from .graph import compile_net
+
     param = load_net(str(net_path), phase=pb.TEST)
     net = compile_net(param, phase=pb.TEST, device_map=str(device), device=device, source=str(net_path))
     try:
@@ -295,7 +313,7 @@ def plot(log_path: Path, out: Path) -> None:
     """Step 7: the curves `netspec plot` draws."""
     from .solver.plot import save_curves
 
-    save_curves(log_path, out, f"netspec demo: {log_path}")
+    save_curves(log_path, out, "netspec demo")
 
 
 # ---- the whole demo -----------------------------------------------------------------------------------
@@ -327,7 +345,7 @@ def run_demo(cfg: Config, say=print) -> Result:
     write_prototxts(cfg, r.data, r.val_images, device)
     say(f"[4/7] prototxts: {r.net}, {r.solver}")
     say(f"[5/7] training on {device} (log: {r.log})")
-    r.caffemodel, r.solverstate = (Path(p) for p in train(r.solver, device, r.log))
+    r.caffemodel, r.solverstate = (Path(p) for p in train(r.solver, device, r.log, cfg.progress))
     lap("train")
     r.test_iterations = r.val_images // test_batch(r.val_images)
     say(f"[6/7] netspec test -model {r.net} -weights {r.caffemodel} -iterations {r.test_iterations}")

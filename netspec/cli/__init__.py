@@ -1,18 +1,22 @@
 """The `netspec` command: Caffe's `caffe <command>` front door, one module per subcommand.
 
-Each subcommand lives in `netspec/cli/cmd_<name>.py` and defines `HELP` (one line), `EXAMPLES`
-(optional text), `add_arguments(parser)` and `run(args) -> int`. Modules are found by name, so adding
-a command touches one new file. Caffe's single-dash long flags (`-solver`, `-gpu=0`,
+Each subcommand lives in `netspec/cli/cmd_<name>.py` and defines `HELP` (one line, a string literal),
+`EXAMPLES` (text), `add_arguments(parser)` and `run(args) -> int`. Modules are found by file name, so
+adding a command touches one new file. Help must answer without torch (it takes seconds to import):
+`netspec --help` reads HELP from the sources, `netspec CMD --help` imports only cmd_CMD, so a command
+module imports torch and the library's heavy parts inside `run`, never at its top. Caffe's single-dash long flags (`-solver`, `-gpu=0`,
 `-resize_height=256`) are accepted as aliases of `--solver`, `--gpu=0`, ...
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import logging
 import pkgutil
 import re
 import sys
+from pathlib import Path
 
 from ..errors import NetspecError
 
@@ -24,31 +28,115 @@ def caffe_flags(argv: list[str]) -> list[str]:
     return ["-" + a if _SINGLE_DASH.match(a) and not a.startswith("--") else a for a in argv]
 
 
-def _commands() -> dict[str, object]:
-    names = sorted(m.name[4:] for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_"))
-    return {n.replace("_", "-"): importlib.import_module(f"{__name__}.cmd_{n}") for n in names}
+def command_names() -> list[str]:
+    """The commands, one per `cmd_<name>.py` file, found without importing any of them."""
+    return sorted(m.name[4:].replace("_", "-") for m in pkgutil.iter_modules(__path__)
+                  if m.name.startswith("cmd_"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def load_command(name: str):
+    return importlib.import_module(f"{__name__}.cmd_{name.replace('-', '_')}")
+
+
+def _module_constant(path: Path, attr: str, depth: int = 0):
+    """`attr = "literal"` in a module's source, following `from ..x import attr` once; None when not
+    literal. Reading the source keeps `netspec --help` from importing every command (and torch)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == attr for t in node.targets):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                return None
+        if (isinstance(node, ast.ImportFrom) and depth == 0 and node.level
+                and any(a.name == attr and a.asname is None for a in node.names)):
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base.joinpath(*(node.module or "").split("."))
+            return _module_constant(target.with_suffix(".py"), attr, depth + 1)
+    return None
+
+
+def command_text(name: str, attr: str) -> str:
+    """A command's HELP or EXAMPLES, from its source when literal, else by importing it."""
+    value = _module_constant(Path(__file__).with_name(f"cmd_{name.replace('-', '_')}.py"), attr)
+    return value if isinstance(value, str) else getattr(load_command(name), attr, "")
+
+
+def _add_common_options(p: argparse.ArgumentParser) -> None:
+    """Options every command takes; SUPPRESS keeps a subcommand from overwriting `netspec -v CMD`."""
+    known = p._option_string_actions
+    if "--quiet" not in known:
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="log only warnings and errors; no progress bars")
+    if "--verbose" not in known:
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help="more log output (-vv: debug)")
+    if "--debug" not in known:
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks of errors")
+    if "--threads" not in known:
+        p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="compute threads (default: OMP_NUM_THREADS, else the cores this process may use)")
+
+
+def _add_other_spellings(p: argparse.ArgumentParser) -> None:
+    """Every multi-word flag in both spellings, `--per-class` and `--per_class` (Caffe's tools use
+    underscores, Python's dashes); Caffe's single dash (`-per_class`) is caffe_flags' job."""
+    for action in list(p._actions):
+        for flag in [f for f in action.option_strings if f.startswith("--")]:
+            for other in ("--" + flag[2:].replace("-", "_"), "--" + flag[2:].replace("_", "-")):
+                if other not in p._option_string_actions:
+                    action.option_strings.append(other)
+                    p._option_string_actions[other] = action
+
+
+def _chosen(argv: list[str]) -> str | None:
+    """The command named on the line: the first word that is not an option (the global options take
+    no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `netspec` parser; only `command`'s module is imported (for its options), the others are
+    listed from their source."""
     from .. import __version__
 
-    cmds = _commands()
-    epilog = "examples:\n" + "".join(getattr(m, "EXAMPLES", "") for m in cmds.values())
+    names = command_names()
     parser = argparse.ArgumentParser(
         prog="netspec", description="Caffe's workflow on PyTorch: compile prototxt nets, train with "
-        "Caffe's solvers, read and write Caffe's formats.", epilog=epilog,
+        "Caffe's solvers, read and write Caffe's formats.",
+        epilog="examples:\n" + "".join(command_text(n, "EXAMPLES").splitlines(True)[0] for n in names
+                                       if command_text(n, "EXAMPLES"))
+        + "\n`netspec COMMAND --help` gives a command's options and more examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"netspec {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    parser.add_argument("--threads", type=int, metavar="N", help="compute threads (see `netspec train --help`)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, mod in cmds.items():
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
-                           epilog=getattr(mod, "EXAMPLES", None),
+    for name in names:
+        if name != command:
+            sub.add_parser(name, help=command_text(name, "HELP"), add_help=False)
+            continue
+        mod = load_command(name)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, epilog=_examples(mod),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
+        _add_common_options(p)
+        _add_other_spellings(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def _examples(mod) -> str | None:
+    text = getattr(mod, "EXAMPLES", "")
+    return "examples:\n" + text if text else None
 
 
 def report_errors(prog: str, debug: bool, fn, *args) -> int:
@@ -65,31 +153,57 @@ def report_errors(prog: str, debug: bool, fn, *args) -> int:
         return 130
 
 
-def _setup_logging(verbose: int) -> None:
-    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)],
-                        format="%(message)s")
+def _setup_logging(args) -> None:
+    """Every command logs glog lines (`I1129 23:48:32.123456 12345 file.py:123] msg`) to stderr, as
+    Caffe's tools do: INFO by default, WARNING with --quiet, DEBUG with -vv."""
+    from ..solver.log import GlogFormatter
+
+    verbose = getattr(args, "verbose", 0) or 0
+    level = logging.WARNING if getattr(args, "quiet", False) else (logging.INFO, logging.DEBUG)[min(verbose, 1)]
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:  # main() called again in one process (tests, tools): one handler
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(GlogFormatter())
+    root.addHandler(_handler)
+    root.setLevel(level)
+
+
+_handler: logging.Handler | None = None
+
+
+def _setup_threads(args) -> None:
+    """Choose the compute threads once the command is known (netspec/threads.py says how)."""
+    from ..threads import configure
+
+    configure(getattr(args, "threads", None))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = caffe_flags(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
+    parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    _setup_threads(args)
     return report_errors(f"netspec {args.command}", args.debug, args._run, args)
 
 
 def tool_main(command: str, argv: list[str] | None = None, prog: str | None = None) -> int:
     """One subcommand as a stand-alone program: Caffe's tools/*.py scripts (`tools/convert_imagenet.py`)."""
-    mod = importlib.import_module(f"{__name__}.cmd_{command.replace('-', '_')}")
-    parser = argparse.ArgumentParser(prog=prog or command, description=mod.HELP)
+    mod = load_command(command)
+    parser = argparse.ArgumentParser(prog=prog or command, description=mod.HELP, epilog=_examples(mod),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     mod.add_arguments(parser)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("-v", "--verbose", action="count", default=1, help="more log output")
+    _add_common_options(parser)
+    _add_other_spellings(parser)
+    parser.set_defaults(verbose=0, quiet=False, debug=False, threads=None)
     args = parser.parse_args(caffe_flags(list(sys.argv[1:] if argv is None else argv)))
-    _setup_logging(args.verbose)
+    _setup_logging(args)
+    _setup_threads(args)
     return report_errors(prog or command, args.debug, mod.run, args)
 
 

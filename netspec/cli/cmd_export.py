@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from ..errors import NetspecError
-from ..formats.export import write_state_dict
 from ..proto import pb
 from .args import add_input_shapes, add_net_state
 from ..graph.inspect import substitute_missing_data
@@ -66,8 +63,10 @@ def compile_for_weights(args):
     return param, net
 
 
-def net_state_dict(net) -> dict[str, torch.Tensor]:
+def net_state_dict(net) -> dict:
     """The compiled net's parameters as a plain dict of contiguous float32 CPU tensors."""
+    import torch
+
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
 
 
@@ -85,6 +84,7 @@ def run(args) -> int:
     from ..export_onnx import as_deployed, export_onnx
     from ..graph import compile_net
     from ..formats import load_weights
+    from ..formats.export import write_state_dict
 
     args.weights = args.weights or args.weights_file
     args.output = args.output or args.output_file

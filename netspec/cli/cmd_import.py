@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-import torch
-
 from ..errors import NetspecError
 from ..proto import pb
 from .cmd_export import add_net_arguments, compile_for_weights
@@ -53,6 +51,8 @@ def _dims(shape) -> str:
 
 def params_from_state_dict(net, state: Mapping, path) -> OrderedDict:
     """layer name -> its blobs (float32 arrays) from `state`, checked against the compiled `net`."""
+    import torch
+
     keys, found = blob_keys(net), {}
     for key, value in state.items():
         where = keys.get(str(key))

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .. import evaluate
 from ..errors import NetspecError
 from ..proto import pb
 from .args import add_net_state
 from .cmd_shapes import stages
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("netspec.cli.test")
 
@@ -48,6 +50,8 @@ def add_arguments(p) -> None:
 
 def device_of(flag: str | None) -> torch.device:
     """-gpu '' -> CPU; '0', '1,2' or 'all' -> the first GPU, as caffe test uses one."""
+    import torch
+
     if not flag:
         return torch.device("cpu")
     count = torch.cuda.device_count()
@@ -113,6 +117,8 @@ def _fed_inputs(net, arrays: dict[str, np.ndarray], device) -> dict[str, torch.T
     if unknown:
         raise NetspecError(f"--input {', '.join(unknown)}: net '{net.name}' has no such input blob "
                            f"(its inputs: {', '.join(net.input_names) or 'none'})")
+    import torch
+
     fed = {}
     for b in net.input_names:
         if b in arrays:
@@ -124,6 +130,8 @@ def _fed_inputs(net, arrays: dict[str, np.ndarray], device) -> dict[str, torch.T
 
 
 def run(args) -> int:
+    from .. import evaluate
+
     device = device_of(args.gpu)
     arrays = read_inputs(args.input)
     phase = pb.TRAIN if args.phase == "TRAIN" else pb.TEST

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-
-from .. import parallel
 from ..errors import NetspecError
-from ..frontend import load_solver
-from ..solver.log import glog_to_stderr
 from ..solver.signals import EFFECTS, SignalHandler
 from . import report_errors
 from .cmd_shapes import stages
+
+if TYPE_CHECKING:
+    from .. import parallel
 
 log = logging.getLogger("netspec.cli.train")
 
@@ -57,6 +56,10 @@ def add_arguments(p) -> None:
 
 def parse_gpus(flag: str | None) -> list[int]:
     """-gpu: '' -> [], '0,1' -> [0, 1], 'all' -> every visible GPU."""
+    import torch
+
+    from .. import parallel
+
     return parallel.parse_gpu_ids(flag, torch.cuda.device_count())
 
 
@@ -67,6 +70,8 @@ def replica_gpus(args, sp, rank) -> list[int]:
         return []
     if args.gpu is not None or rank is None:
         return parse_gpus(args.gpu)
+    import torch
+
     from ..solver.solver import default_device
 
     return list(range(torch.cuda.device_count())) if default_device(sp).type == "cuda" else []
@@ -81,6 +86,8 @@ def replicas_to_start(args, sp) -> int:
         if args.cpu_workers < 1:
             raise NetspecError(f"--cpu-workers must be at least 1, found {args.cpu_workers}")
         return args.cpu_workers
+    from .. import parallel
+
     gpus = parse_gpus(args.gpu)
     per = parallel.gpus_per_replica(args.device_map or sp.device_map or None)
     n = parallel.replica_count(len(gpus), per)
@@ -92,6 +99,10 @@ def replicas_to_start(args, sp) -> int:
 
 def choose_placement(args, sp, rank) -> parallel.Placement | None:
     """caffe.cpp: -gpu wins; else the solver's solver_mode/device_id (None: let the solver decide)."""
+    import torch
+
+    from .. import parallel
+
     gpus = replica_gpus(args, sp, rank)
     spec = args.device_map or sp.device_map or None
     if not gpus:
@@ -117,8 +128,11 @@ def _progress(solver, enabled: bool):
 
 
 def run(args) -> int:
+    from .. import parallel
+    from ..solver.log import glog_to_stderr
+
     rank = parallel.launched()
-    level = logging.DEBUG if args.verbose > 1 else logging.INFO
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     with glog_to_stderr(level if rank is None or rank.rank == 0 else logging.WARNING):
         return train(args)
 
@@ -129,6 +143,9 @@ def replica_main(args) -> int:
 
 
 def train(args) -> int:
+    from .. import parallel
+    from ..frontend import load_solver
+
     solver_file = args.solver or args.solver_file
     if not solver_file:
         raise NetspecError("need a solver definition to train (netspec train SOLVER or -solver SOLVER)")
@@ -158,6 +175,7 @@ def train(args) -> int:
 
 
 def solve(args, sp, path, placement, rank) -> int:
+    from .. import parallel
     from ..solver.solver import Solver
 
     where = {"device_map": args.device_map}

@@ -81,7 +81,7 @@ EXAMPLES = "  netspec color-pca ilsvrc12_train_lmdb --samples 10000\n"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", metavar="LMDB", help="training LMDB of Datum (raw or encoded, 3 channels)")
     p.add_argument("--samples", type=int, default=10000, help="records sampled at random (default 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the record sample (default 0)")
     p.add_argument("--std", type=float, default=0.1, help="std of alpha (the paper: 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -86,7 +86,7 @@ EXAMPLES = "  netspec compute-image-mean -backend=lmdb ilsvrc12_train_lmdb image
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input_db", metavar="INPUT_DB")
+    p.add_argument("input_db", metavar="INPUT_DB", help="LMDB of Datum records (raw or encoded)")
     p.add_argument("output_file", metavar="OUTPUT_FILE", nargs="?",
                    help="BlobProto to write (optional, as in Caffe)")
     p.add_argument("--backend", default="lmdb", help="only lmdb is supported")

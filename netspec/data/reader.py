@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..proto import pb
+from ..threads import data_workers
 from . import db as dbmod
 from .datum import parse
 from .transform import DataTransformer
@@ -86,7 +87,7 @@ class BatchReader:
         self._results: dict[int, object] = {}
         self._next_read = self._next_out = self._submitted = 0
         self._buffers = _BufferPool(self.prefetch + 4, pin_memory)
-        workers = workers or min(self.prefetch, os.cpu_count() or 1)
+        workers = data_workers(workers, self.prefetch)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor)
 

@@ -120,18 +120,20 @@ def make_toy_imagenet(root, classes: int = 10, per_class: int = 50, val_per_clas
     return {"root": str(root), "classes": classes, "train": len(train_lines), "val": len(val_lines)}
 
 
+RECORD_SIZE = 64  # the side of the demo's records: its toy net crops 57x57 from 64x64
+
 HELP = "write a small ImageNet-like tree of JPEG files (train/<wnid>/, val/, train.txt, val.txt, synsets)"
 EXAMPLES = "  netspec make-toy-imagenet toy_imagenet --classes 10 --per_class 100 --seed 1\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="ROOT", help="folder to create (must not hold train/ or val/)")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--per_class", type=int, default=50, help="training images per class")
-    p.add_argument("--val_per_class", type=int, default=10, help="validation images per class")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min_size", type=int, default=60, help="smallest image side in pixels")
-    p.add_argument("--max_size", type=int, default=120, help="largest image side in pixels")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--per-class", "--per_class", dest="per_class", type=int, default=50, help="training images per class")
+    p.add_argument("--val-per-class", "--val_per_class", dest="val_per_class", type=int, default=10, help="validation images per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random images (default 0)")
+    p.add_argument("--min-size", "--min_size", dest="min_size", type=int, default=60, help="smallest image side in pixels")
+    p.add_argument("--max-size", "--max_size", dest="max_size", type=int, default=120, help="largest image side in pixels")
 
 
 def run(args) -> int:
@@ -139,6 +141,6 @@ def run(args) -> int:
                           args.min_size, args.max_size)
     print(f"toy ImageNet in {s['root']}: {s['classes']} classes, {s['train']} train and {s['val']} val "
           "images")
-    print(f"next: netspec convert-imagenet --resize_height 256 --resize_width 256 --shuffle "
+    print(f"next: netspec convert-imagenet --resize_height {RECORD_SIZE} --resize_width {RECORD_SIZE} --shuffle "
           f"{s['root']}/train/ {s['root']}/train.txt {s['root']}/train_lmdb")
     return 0

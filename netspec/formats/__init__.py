@@ -8,19 +8,26 @@
   atomic.py       write to a temporary name, then rename
   protofile.py    reading binary protobuf files, wire format, one-line errors
 """
-from .atomic import atomic_dir, atomic_open, atomic_write
-from .binaryproto import read_binaryproto, read_blobproto, write_binaryproto
-from .blobs import array_to_blob, blob_to_array
-from .caffemodel import (
-    LoadReport,
-    load_weights,
-    read_caffemodel,
-    read_weights,
-    weights_by_layer,
-    write_caffemodel,
-)
-from .export import export_state_dict, import_state_dict
-from .solverstate import check_history, history_arrays, make_solverstate, read_solverstate, write_solverstate
+import importlib
+
+# Names are imported on first use: the CLI's help and light modules (atomic, log) must not pay for torch.
+_LAZY = {
+    **dict.fromkeys(['atomic_dir', 'atomic_open', 'atomic_write'], '.atomic'),
+    **dict.fromkeys(['read_binaryproto', 'read_blobproto', 'write_binaryproto'], '.binaryproto'),
+    **dict.fromkeys(['array_to_blob', 'blob_to_array'], '.blobs'),
+    **dict.fromkeys(['LoadReport', 'load_weights', 'read_caffemodel', 'read_weights', 'weights_by_layer', 'write_caffemodel'], '.caffemodel'),
+    **dict.fromkeys(['export_state_dict', 'import_state_dict'], '.export'),
+    **dict.fromkeys(['check_history', 'history_arrays', 'make_solverstate', 'read_solverstate', 'write_solverstate'], '.solverstate'),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LoadReport", "array_to_blob", "atomic_dir", "atomic_open", "atomic_write", "blob_to_array",
