@@ -35,6 +35,7 @@ import torch
 from .data.reader import BatchReader
 from .data.transform import DataTransformer
 from .errors import NetspecError
+from .layers.loss import label_error, label_flags
 from .proto import pb
 from .solver.log import g6
 
@@ -84,6 +85,10 @@ def score(net, iterations: int, inputs: dict | None = None, on_batch=None) -> Sc
             loss = np.float32(net.total_loss(blobs).item()) if net.loss_weights else np.float32(0)
             scores.loss_sum = np.float32(scores.loss_sum + loss)
             values = {b: blobs[b].detach().to("cpu", torch.float32).numpy().ravel() for b in scores.outputs}
+            for layer, flag in label_flags(net):  # read with the outputs: no extra wait
+                error = label_error(layer, flag.tolist(), f"batch {i}")
+                if error is not None:
+                    raise error
             for b, v in values.items():
                 scores.sums[b] = v.copy() if i == 0 else scores.sums[b] + v
             if on_batch is not None:

@@ -75,7 +75,7 @@ class BatchReader:
     """Yields (data float32 NxCxHxW, label float32 N) torch tensors, prefetched in background threads."""
 
     def __init__(self, source, batch_size: int, transformer: DataTransformer, *, phase=pb.TRAIN, rand_skip=0,
-                 prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False):
+                 prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False, start=0):
         self.source, self.batch_size, self.transformer = str(source), int(batch_size), transformer
         self.cursor = dbmod.Cursor(source)
         self.shard = world_size > 1 and phase == pb.TRAIN
@@ -86,10 +86,36 @@ class BatchReader:
         self._lock, self._done = threading.Lock(), threading.Condition()
         self._results: dict[int, object] = {}
         self._next_read = self._next_out = self._submitted = 0
+        self._rand_skip = self._to_skip
+        if start:
+            self._resume_at(int(start))
         self._buffers = _BufferPool(self.prefetch + 4, pin_memory)
         workers = data_workers(workers, self.prefetch)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor)
+
+    # ---- exact resume ----------------------------------------------------------------------------
+    def _offset_after(self, batches: int) -> int:
+        """The running offset once `batches` batches are read: each record of this rank's share
+        advances it by one, plus the other ranks' records skipped before it (DataLayer::Skip)."""
+        n = batches * self.batch_size
+        return (n - 1) * self.world_size + self.rank + 1 if self.shard and n else n
+
+    def position_after(self, batches: int) -> int:
+        """Where the cursor stands (record index, wrapped) once `batches` batches are read."""
+        return (self._rand_skip + self._offset_after(batches)) % self.cursor.entries
+
+    @property
+    def batches_read(self) -> int:
+        """Batches handed out by `next` (prefetched ones not counted): the state a snapshot keeps."""
+        return self._next_out
+
+    def _resume_at(self, batches: int) -> None:
+        """Continue as if `batches` batches had been read: their index seeds the next batches'
+        crops and mirrors, and the cursor starts where they left it."""
+        self._next_read = self._next_out = self._submitted = batches
+        self.offset = self._offset_after(batches)
+        self._to_skip = self.position_after(batches)
 
     # ---- records (serial, under the lock) ---------------------------------------------------------
     def _next_record(self) -> tuple[str, bytes]:

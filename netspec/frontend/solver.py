@@ -36,13 +36,21 @@ def resolve_path(path: str, relative_to: Path | None, what: str, source=None) ->
     raise NetspecError(f"{what} '{path}' not found (looked in {Path.cwd()} and {relative_to})", file=source)
 
 
+def upgrade_solver_type(sp: pb.SolverParameter) -> bool:
+    """Caffe's UpgradeSolverType: the deprecated solver_type enum becomes the `type` string (a `type`
+    already given wins); True when there was a solver_type to fold."""
+    had = sp.HasField("solver_type")
+    if had and not sp.HasField("type"):
+        sp.type = _SOLVER_TYPES[sp.solver_type]
+    sp.ClearField("solver_type")
+    return had
+
+
 def load_solver(path: str | os.PathLike) -> tuple[pb.SolverParameter, Path]:
     """Read a solver prototxt; net paths resolved, solver_type folded into type."""
     path = Path(path)
     sp = read_text_file(path, pb.SolverParameter())
-    if sp.HasField("solver_type") and not sp.HasField("type"):
-        sp.type = _SOLVER_TYPES[sp.solver_type]   # Caffe's UpgradeSolverType
-    sp.ClearField("solver_type")
+    upgrade_solver_type(sp)
     here = path.parent
     if sp.HasField("net"):
         sp.net = str(resolve_path(sp.net, here, "net", path))
@@ -98,6 +106,7 @@ def test_net_sources(sp: pb.SolverParameter, solver_path=None) -> list[NetSource
                            f"named{' plus the generic net' if has_generic else ''}, {n_iter} test_iter",
                            file=solver_path)
     if has_generic:
+        _warn_repeated_test_iter(sp, n_iter - len(specific), solver_path)
         generic = (sp.net_param, str(solver_path)) if sp.HasField("net_param") else (_read_net(sp.net), sp.net)
         specific += [generic] * (n_iter - len(specific))
     if sp.test_state and len(sp.test_state) != len(specific):
@@ -105,3 +114,13 @@ def test_net_sources(sp: pb.SolverParameter, solver_path=None) -> list[NetSource
                            f"found {len(sp.test_state)}", file=solver_path)
     return [NetSource(net, src, _state(pb.TEST, net, sp.test_state[i] if sp.test_state else None))
             for i, (net, src) in enumerate(specific)]
+
+
+def _warn_repeated_test_iter(sp: pb.SolverParameter, copies: int, solver_path) -> None:
+    """Caffe's InitTestNets makes one instance of the generic net per extra test_iter, so a test_iter
+    written twice tests the same net twice; without a test_state to tell them apart that is a slip."""
+    if copies > 1 and not sp.test_state:
+        where = f"{solver_path}: " if solver_path else ""
+        log.warning("%stest_iter is given %d times for the one generic net: it will be tested %d times "
+                    "per test_interval (as Caffe does); give test_state per instance or one test_iter",
+                    where, copies, copies)

@@ -8,7 +8,9 @@ are prepared ahead by netspec.data.reader; on a CUDA layer they are pinned and c
 """
 from __future__ import annotations
 
+import json
 import logging
+import struct
 import zlib
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class DataLayer(Layer):
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
         self._reader = None
+        self._start = 0  # batches already read by the run a solver state was written from
 
     # ---- paths ------------------------------------------------------------------------------------
     def resolve(self, path: str, what: str) -> Path:
@@ -106,7 +109,8 @@ class DataLayer(Layer):
             self._reader = BatchReader(self.source, self.batch_size, self.transformer, phase=self.phase,
                                        rand_skip=dp.rand_skip, prefetch=dp.prefetch, rank=rank,
                                        world_size=world, seed=self.seed,
-                                       pin_memory=self._anchor.device.type == "cuda")
+                                       pin_memory=self._anchor.device.type == "cuda",
+                                       start=self._start)
         return self._reader
 
     def forward(self):
@@ -119,11 +123,39 @@ class DataLayer(Layer):
             data, label = data.to(device, non_blocking=True), label.to(device, non_blocking=True)
         return (data, label) if len(self.lp.top) == 2 else data
 
+    # ---- exact resume (netspec's SolverState.data_state; Caffe restarts at record 0) ---------------
+    def data_state(self, net: str) -> pb.DataLayerState:
+        """Where this layer's reading stands: batches read (`extra`), the cursor's record index
+        (`position`) and the seed of the crops and mirrors (`rng_state`)."""
+        batches = self._reader.batches_read if self._reader is not None else self._start
+        state = pb.DataLayerState(net=net, layer=self.name, rng_state=struct.pack("<Q", self.seed),
+                                  extra=json.dumps({"batches": batches}).encode())
+        state.position = self.reader().position_after(batches) if batches else 0
+        return state
+
+    def restore_data_state(self, state: pb.DataLayerState, rank: int = 0) -> None:
+        """Continue reading where the snapshot's run stood (the same batch index, hence the same
+        crops, mirrors and records). Another rank keeps its own seed: it is rank 0's that was kept."""
+        try:
+            batches = int(json.loads(state.extra.decode())["batches"])
+            seed = struct.unpack("<Q", state.rng_state)[0]
+        except (ValueError, KeyError, TypeError, struct.error):
+            raise self.error("the solver state's data_state for this layer is damaged") from None
+        self.close()
+        if rank == 0:
+            self.seed = seed
+        self._start = batches
+        if batches and rank == 0 and self.reader().position_after(batches) != state.position:
+            log.warning("layer '%s': the solver state stood at record %d, this source gives %d (was the "
+                        "LMDB or the number of processes changed?)", self.name, state.position,
+                        self.reader().position_after(batches))
+
     # ---- lifetime ---------------------------------------------------------------------------------
     def reseed(self, seed: int) -> None:
         """Restart reading from the first record with a new seed for crops and mirrors."""
         self.close()
         self.seed = int(seed)
+        self._start = 0
 
     def close(self) -> None:
         if self._reader is not None:

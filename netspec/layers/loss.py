@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import NetspecError
 from ..proto import pb
 from .base import Layer, canonical_axis, register
 
@@ -37,6 +38,7 @@ class _Classify(Layer):
     def _setup_axis(self, bottom_shapes, axis: int):
         self.axis = canonical_axis(axis, len(bottom_shapes[0]), self)
         self.classes = self._geometry(*bottom_shapes)[1]
+        self.register_buffer("label_flag", torch.zeros(2, dtype=torch.int64), persistent=False)
 
     def _split(self, x, label):
         """Scores as (outer, C, inner) and labels as (outer, inner) int64."""
@@ -48,6 +50,19 @@ class _Classify(Layer):
         if self.ignore_label is None:
             return torch.ones_like(labels, dtype=torch.bool)
         return labels != self.ignore_label
+
+    # ---- label range (Caffe: CHECK_LT(label_value, prob_.shape(softmax_axis_))) --------------------
+    def _usable(self, labels, valid, classes: int):
+        """`valid` without the labels outside [0, classes); the first such label is kept on the device
+        in `label_flag` ([1, label], else [0, 0]), for the solver to read at display time (a check here
+        would make the host wait for the device every iteration)."""
+        bad = valid & ((labels < 0) | (labels >= classes))
+        if labels.device.type != "meta" and self.label_flag.device == labels.device:
+            flat, bad_flat = labels.reshape(-1), bad.reshape(-1)
+            first = flat.gather(0, bad_flat.to(torch.int64).argmax().reshape(1))
+            note = torch.cat([bad_flat.any().reshape(1).to(torch.int64), first])
+            self.label_flag.copy_(torch.where(self.label_flag[0] > 0, self.label_flag, note))
+        return valid & ~bad
 
 
 @register("SoftmaxWithLoss")
@@ -80,7 +95,7 @@ class SoftmaxWithLoss(_Classify):
 
     def forward(self, x, label):
         scores, labels = self._split(x, label)
-        valid = self._valid(labels)
+        valid = self._usable(labels, self._valid(labels), scores.shape[1])
         logp = F.log_softmax(scores, dim=1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
         # The clamp changes the value only (log(FLT_MIN) floor); the gradient stays prob - 1 as in Caffe.
         logp = logp + (logp.clamp(min=_LOG_FLT_MIN) - logp).detach()
@@ -135,7 +150,7 @@ class Accuracy(_Classify):
     def forward(self, x, label):
         with torch.no_grad():
             scores, labels = self._split(x.detach(), label.detach())
-            valid = self._valid(labels)
+            valid = self._usable(labels, self._valid(labels), scores.shape[1])
             true = scores.gather(1, torch.where(valid, labels, 0).unsqueeze(1))
             better = (scores >= true).sum(dim=1) - 1  # the true class counts itself once
             right = (better < self.top_k) & valid
@@ -148,3 +163,19 @@ class Accuracy(_Classify):
             hits = (onehot & right.unsqueeze(-1)).sum(dim=(0, 1))
             per_class = torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros((), device=x.device))
             return acc, per_class.to(x.dtype)
+
+
+def label_flags(net) -> list:
+    """(layer, its label_flag) for every layer of `net` that checks its label range."""
+    return [(step.layer, step.layer.label_flag) for step in net.steps if isinstance(step.layer, _Classify)]
+
+
+def label_error(layer, flag, where: str) -> NetspecError | None:
+    """An error for a label_flag read on the host (None if it holds no out-of-range label); the flag
+    is cleared, so that a caller who goes on is told only of new ones."""
+    if not flag[0]:
+        return None
+    layer.label_flag.zero_()
+    return NetspecError(f"{where}: label {int(flag[1])} is outside [0, {layer.classes}) (the classes of bottom "
+                        f"'{layer.lp.bottom[0]}'); fix the data or set ignore_label",
+                        layer=layer.name)
