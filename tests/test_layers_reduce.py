@@ -161,3 +161,9 @@ def test_mvn_gradient(p):
 def test_mvn_more_than_four_axes_is_an_error():
     with pytest.raises(NetspecError, match="MVN takes at most 4 axes"):
         make_layer('type: "MVN"', [(1, 2, 3, 4, 5)])
+
+
+def test_the_gradient_checker_catches_a_backward_that_is_not_the_derivative():
+    """The checker can fail: with eps 0.5 Caffe's MVN backward is no longer the exact derivative."""
+    with pytest.raises(AssertionError, match="MVN bottom 0: element"):
+        check_gradients(make_layer('type: "MVN" mvn_param { eps: 0.5 }', [(1, 2, 4)]), [torch.randn(1, 2, 4)])

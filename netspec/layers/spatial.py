@@ -100,6 +100,10 @@ class SPP(Layer):
                                  pad_h=(kh * bins - h + 1) // 2, pad_w=(kw * bins - w + 1) // 2)
         lp = pb.LayerParameter(name=self.name, type="Pooling", bottom=list(self.lp.bottom), top=["level"],
                                pooling_param=pp)
+        if pp.pad_h >= kh or pp.pad_w >= kw:   # Caffe's PoolingLayer refuses it (CHECK_LT pad, kernel)
+            raise self.shape_error(f"pyramid level {level} ({bins}x{bins} bins) of a {h}x{w} bottom needs pad "
+                                   f"({pp.pad_h}, {pp.pad_w}) not smaller than kernel ({kh}, {kw}); lower "
+                                   f"pyramid_height or enlarge the input")
         return Pooling(lp, [(1, 1, h, w)], self.phase)
 
     def infer_top_shapes(self, bottom_shapes):
