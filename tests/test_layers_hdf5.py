@@ -173,7 +173,7 @@ def test_hdf5_output_folder_missing_is_one_line(tmp_path):
 
 LOGREG = """name: "LogisticRegressionNet"
 layer { name: "data" type: "HDF5Data" top: "data" top: "label" include { phase: TRAIN }
-  hdf5_data_param { source: "train.txt" batch_size: 16 } }
+  hdf5_data_param { source: "train.txt" batch_size: 16 shuffle: true } }
 layer { name: "data" type: "HDF5Data" top: "data" top: "label" include { phase: TEST }
   hdf5_data_param { source: "train.txt" batch_size: 16 } }
 layer { name: "fc1" type: "InnerProduct" bottom: "data" top: "fc1"
@@ -189,11 +189,12 @@ SOLVER = ('net: "net.prototxt" test_iter: 1 test_interval: 1000 base_lr: 0.1 mom
 
 def _logreg_folder(folder: Path, max_iter: int) -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(16, 4)).astype(np.float32)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
     y = (x @ np.array([1.0, -2.0, 0.5, 1.0]) > 0).astype(np.float32)
-    with h5py.File(folder / "train.h5", "w") as f:   # one batch: every iteration sees the same rows
-        f["data"], f["label"] = x, y
-    (folder / "train.txt").write_text("train.h5\n")
+    for name, rows in (("train1.h5", slice(0, 24)), ("train2.h5", slice(24, 40))):
+        with h5py.File(folder / name, "w") as f:
+            f["data"], f["label"] = x[rows], y[rows]
+    (folder / "train.txt").write_text("train1.h5\ntrain2.h5\n")
     (folder / "net.prototxt").write_text(LOGREG)
     (folder / "solver.prototxt").write_text(SOLVER.format(max_iter=max_iter))
     (folder / "snap").mkdir(exist_ok=True)
@@ -207,6 +208,8 @@ def _logistic_loss(weights, x, y) -> float:
 
 
 def test_logistic_regression_trains_snapshots_hdf5_and_resumes(tmp_path, monkeypatch):
+    """Shuffled rows over two files: the resumed run equals the straight one only if the HDF5
+    solver state carries the layer's place (netspec's extension dataset) as well as Caffe's fields."""
     monkeypatch.chdir(tmp_path)
     _logreg_folder(tmp_path, max_iter=8)
     assert main(["train", "-solver", "solver.prototxt"]) == 0
@@ -215,8 +218,8 @@ def test_logistic_regression_trains_snapshots_hdf5_and_resumes(tmp_path, monkeyp
         assert int(f["iter"][0]) == 4 and int(f["current_step"][0]) == 1
         assert f["learned_net"][()].rstrip(b"\0").decode() == "snap/logreg_iter_4.caffemodel.h5"
     first = read_hdf5_weights("snap/logreg_iter_4.caffemodel.h5")
-    with h5py.File("train.h5", "r") as f:
-        x, y = f["data"][()], f["label"][()]
+    x = np.concatenate([h5py.File(n, "r")["data"][()] for n in ("train1.h5", "train2.h5")])
+    y = np.concatenate([h5py.File(n, "r")["label"][()] for n in ("train1.h5", "train2.h5")])
     assert _logistic_loss(straight, x, y) < _logistic_loss(first, x, y)   # it learns
     for p in Path("snap").glob("*_iter_8.*"):
         p.unlink()

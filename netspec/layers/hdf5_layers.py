@@ -11,6 +11,7 @@ points; the draws are netspec's, seeded per layer). Integer datasets are read as
 H5LTread_dataset_float converts them. With several training processes rank r keeps rows r, r+W, ...
 (HDF5DataLayer::Skip). Relative names are taken from the current directory as in Caffe, else from
 the prototxt's folder, else from the list file's folder. transform_param is refused, as in Caffe.
+For exact resume the layer reports the batches it served and its seed (netspec.solver.resume).
 
 HDF5Output writes its two bottoms as datasets "data" and "label" of `file_name`, each in Caffe's
 legacy 4-D shape (num, channels, height, width: missing trailing axes are 1). Caffe creates the file
@@ -19,7 +20,9 @@ latest batch on every forward (atomically), and checks at setup that its folder 
 """
 from __future__ import annotations
 
+import json
 import logging
+import struct
 import zlib
 from pathlib import Path
 
@@ -28,6 +31,7 @@ import torch
 
 from ..errors import NetspecError
 from ..formats.atomic import atomic_open
+from ..proto import pb
 from .base import Layer, register
 
 log = logging.getLogger("netspec.layers.hdf5")
@@ -65,13 +69,20 @@ class HDF5Data(Layer):
         self.batch_size, self.shuffle = int(p.batch_size), bool(p.shuffle)
         self.list_path = self._find(p.source, "source list", [])
         self.files = self._read_list(self.list_path)
-        self.rng = np.random.default_rng((torch.initial_seed() + zlib.crc32(self.name.encode())) % (1 << 63))
+        self.seed = (torch.initial_seed() + zlib.crc32(self.name.encode())) % (1 << 63)
         self.rank, self.world = _rank_world(self.phase)
-        self.order = self.rng.permutation(len(self.files)) if self.shuffle else np.arange(len(self.files))
-        self.file_k, self.row, self.offset = 0, 0, 0
         self.row_shapes = None
-        self._load()
+        self.rewind(0)
         self.row_shapes = [a.shape[1:] for a in self.arrays]
+
+    def rewind(self, batches: int) -> None:
+        """Back to the first row as set up from the seed, then `batches` batches on (exact resume)."""
+        self.rng = np.random.default_rng(self.seed)
+        self.order = self.rng.permutation(len(self.files)) if self.shuffle else np.arange(len(self.files))
+        self.file_k, self.row, self.offset, self.served = 0, 0, 0, 0
+        self._load()
+        for _ in range(batches):
+            self._batch_rows()
 
     def infer_top_shapes(self, bottom_shapes):
         return [(self.batch_size,) + tuple(s) for s in self.row_shapes]
@@ -119,10 +130,10 @@ class HDF5Data(Layer):
         rows = len(self.arrays[0])
         for top, a in zip(self.lp.top, self.arrays):
             if len(a) != rows:
-                raise self.error(f"HDF5 file '{path}': dataset '{top}' has {len(a)} rows, dataset "
+                raise self.run_error(f"HDF5 file '{path}': dataset '{top}' has {len(a)} rows, dataset "
                                  f"'{self.lp.top[0]}' {rows}; every top's dataset needs the same row count")
         if rows == 0:
-            raise self.error(f"HDF5 file '{path}': dataset '{self.lp.top[0]}' has no rows")
+            raise self.run_error(f"HDF5 file '{path}': dataset '{self.lp.top[0]}' has no rows")
         self.perm = self.rng.permutation(rows) if self.shuffle else np.arange(rows)
 
     def _dataset(self, f, path, name: str, i: int) -> np.ndarray:
@@ -130,15 +141,15 @@ class HDF5Data(Layer):
 
         ds = f.get(name)
         if not isinstance(ds, h5py.Dataset):
-            raise self.error(f"HDF5 file '{path}' has no dataset '{name}' (each top reads the dataset of its "
+            raise self.run_error(f"HDF5 file '{path}' has no dataset '{name}' (each top reads the dataset of its "
                              f"name; the file has: {', '.join(sorted(f.keys())) or 'nothing'})")
         if ds.ndim < 1:
-            raise self.error(f"HDF5 file '{path}': dataset '{name}' is a scalar; it needs at least 1 axis")
+            raise self.run_error(f"HDF5 file '{path}': dataset '{name}' is a scalar; it needs at least 1 axis")
         if ds.dtype.kind not in "fiub":
-            raise self.error(f"HDF5 file '{path}': dataset '{name}' has type {ds.dtype}; float or integer "
+            raise self.run_error(f"HDF5 file '{path}': dataset '{name}' has type {ds.dtype}; float or integer "
                              "datasets only")
         if self.row_shapes is not None and ds.shape[1:] != self.row_shapes[i]:
-            raise self.error(f"HDF5 file '{path}': dataset '{name}' has rows of shape {_shape(ds.shape[1:])}, "
+            raise self.run_error(f"HDF5 file '{path}': dataset '{name}' has rows of shape {_shape(ds.shape[1:])}, "
                              f"the first file's '{name}' {_shape(self.row_shapes[i])}")
         return np.asarray(ds[()], dtype=np.float32)
 
@@ -159,8 +170,9 @@ class HDF5Data(Layer):
                 self.perm = self.rng.permutation(self.perm)
         self.offset += 1
 
-    def forward(self):
-        segments: list[tuple[list, list]] = []   # (the file's arrays, row indices) in batch order
+    def _batch_rows(self) -> list[tuple[list, list]]:
+        """The next batch's rows as (a file's arrays, row indices) segments, in batch order."""
+        segments: list[tuple[list, list]] = []
         for _ in range(self.batch_size):
             while self.offset % self.world != self.rank:   # another process's row
                 self._next()
@@ -168,6 +180,26 @@ class HDF5Data(Layer):
                 segments.append((self.arrays, []))
             segments[-1][1].append(self.perm[self.row])
             self._next()
+        self.served += 1
+        return segments
+
+    def data_state(self, net: str) -> pb.DataLayerState:
+        """Batches served and the seed of the shuffles, for exact resume (netspec.solver.resume)."""
+        return pb.DataLayerState(net=net, layer=self.name, position=self.offset,
+                                 rng_state=struct.pack("<Q", self.seed),
+                                 extra=json.dumps({"batches": self.served}).encode())
+
+    def restore_data_state(self, state: pb.DataLayerState, rank: int = 0) -> None:
+        try:
+            batches = int(json.loads(state.extra.decode())["batches"])
+            seed = struct.unpack("<Q", state.rng_state)[0]
+        except (ValueError, KeyError, TypeError, struct.error):
+            raise self.error("the solver state's data_state for this layer is damaged") from None
+        self.seed = seed
+        self.rewind(batches)
+
+    def forward(self):
+        segments = self._batch_rows()
         device = self._anchor.device
         tops = [torch.from_numpy(np.concatenate([arrays[j][rows] for arrays, rows in segments])).to(device)
                 for j in range(len(self.lp.top))]

@@ -19,9 +19,11 @@ seeded by (layer seed, batch index), so results do not depend on thread timing.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import struct
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +50,8 @@ class Prefetcher:
     caller's thread (so cursors and shuffles advance deterministically) and returns the function
     that builds batch k on a worker."""
 
-    def __init__(self, make_job, depth: int = 4, workers: int | None = None):
-        self.make_job, self.depth, self.k = make_job, max(1, depth), 0
+    def __init__(self, make_job, start: int = 0, depth: int = 4, workers: int | None = None):
+        self.make_job, self.depth, self.k = make_job, max(1, depth), start
         self.pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1), thread_name_prefix="netspec-data")
         self.queue: deque = deque()
 
@@ -68,7 +70,12 @@ class Prefetcher:
 
 class PrefetchSource(Layer):
     """A data layer whose batches come from a Prefetcher started on first forward; subclasses define
-    `make_job(k)` (see Prefetcher) returning (data float32 array, labels float32 array)."""
+    `make_job(k)` (see Prefetcher) returning (data float32 array, labels float32 array), and
+    `rewind(batches)`, which puts their cursor where it stands after `batches` batches were taken.
+
+    For exact resume (netspec.solver.resume) the layer reports the batches it has served and its seed
+    in a DataLayerState; restoring rewinds to that batch, so the resumed run reads what the
+    uninterrupted one would have, with the same random draws."""
 
     exact_bottoms, exact_tops = 0, 2
     is_data = True
@@ -78,6 +85,8 @@ class PrefetchSource(Layer):
         super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self._reader = None
+        self.served = 0   # batches forward has returned
+        self._marks: dict = {}   # batch index -> the cursor before its job was made
 
     def find(self, name: str, what: str, extra_dirs=()) -> Path:
         """`name` from the current directory (Caffe), else from the prototxt's folder or `extra_dirs`."""
@@ -92,15 +101,47 @@ class PrefetchSource(Layer):
 
     def forward(self):
         if self._reader is None:
-            self._reader = Prefetcher(self.make_job)
+            self._reader = Prefetcher(self._job, start=self.served)
         data, label = self._reader.next()
+        self._marks.pop(self.served, None)
+        self.served += 1
         device = self._anchor.device
         return torch.from_numpy(data).to(device), torch.from_numpy(label).to(device)
+
+    def _job(self, k: int):
+        self._marks[k] = self.cursor()
+        return self.make_job(k)
+
+    def cursor(self):
+        """What make_job advances (None: nothing, each batch's draws depend on (seed, k) alone)."""
+        return None
+
+    def set_cursor(self, cursor) -> None:
+        """Put back what `cursor()` returned."""
+
+    def data_state(self, net: str) -> pb.DataLayerState:
+        """Batches served (`position` and `extra`) and the seed of this layer's draws (`rng_state`)."""
+        return pb.DataLayerState(net=net, layer=self.name, position=self.served,
+                                 rng_state=struct.pack("<Q", self.seed),
+                                 extra=json.dumps({"batches": self.served}).encode())
+
+    def restore_data_state(self, state: pb.DataLayerState, rank: int = 0) -> None:
+        try:
+            batches = int(json.loads(state.extra.decode())["batches"])
+            seed = struct.unpack("<Q", state.rng_state)[0]
+        except (ValueError, KeyError, TypeError, struct.error):
+            raise self.error("the solver state's data_state for this layer is damaged") from None
+        self.close()
+        self.seed, self.served = seed, batches
+        self.rewind(batches)
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+            if self.served in self._marks:   # prefetched batches were not served: take them again
+                self.set_cursor(self._marks[self.served])
+            self._marks.clear()
 
     def __getstate__(self):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
@@ -156,9 +197,7 @@ class ImageData(PrefetchSource):
         self.batch_size = int(p.batch_size)
         self.list_path = self.find(p.source, "image list")
         self.items = parse_list(self.list_path, self.name)
-        self.rng = np.random.default_rng(self.seed)
-        self.order = self._shuffled(np.arange(len(self.items)))
-        self.pos = self._skip(int(p.rand_skip))
+        self.rewind(0)
         self.root = self._root(p.root_folder)
         tp = self._transform_param()
         mean = self.find(tp.mean_file, "mean_file") if tp.mean_file else None
@@ -173,7 +212,7 @@ class ImageData(PrefetchSource):
         try:
             return fn()
         except NetspecError as e:
-            raise e if e.layer else self.error(str(e)) from None
+            raise e if e.layer else self.run_error(str(e)) from None
 
     def _transform_param(self) -> pb.TransformationParameter:
         tp = pb.TransformationParameter()
@@ -182,6 +221,20 @@ class ImageData(PrefetchSource):
             if self.param.HasField(f) and not tp.HasField(f):
                 setattr(tp, f, getattr(self.param, f))
         return tp
+
+    def rewind(self, batches: int) -> None:
+        """The cursor as set up from the seed (shuffle, rand_skip), then `batches` batches on."""
+        self.rng = np.random.default_rng(self.seed)
+        self.order = self._shuffled(np.arange(len(self.items)))
+        self.pos = self._skip(int(self.param.rand_skip))
+        for _ in range(batches):
+            self._take()
+
+    def cursor(self):
+        return self.order, self.pos, self.rng.bit_generator.state   # a wrap makes a new order array
+
+    def set_cursor(self, cursor) -> None:
+        self.order, self.pos, self.rng.bit_generator.state = cursor
 
     def _shuffled(self, order: np.ndarray) -> np.ndarray:
         return self.rng.permutation(order) if self.param.shuffle else order
@@ -217,8 +270,8 @@ class ImageData(PrefetchSource):
         return img
 
     # ---- batches ----------------------------------------------------------------------------------
-    def make_job(self, k: int):
-        """Take the next batch_size lines (wrapping, reshuffled at each wrap) for batch k."""
+    def _take(self) -> list[int]:
+        """The next batch_size lines (wrapping to the first, reshuffled at each wrap)."""
         picked = []
         for _ in range(self.batch_size):
             picked.append(int(self.order[self.pos]))
@@ -226,7 +279,10 @@ class ImageData(PrefetchSource):
             if self.pos == len(self.order):
                 self.pos = 0
                 self.order = self._shuffled(self.order)
-        return partial(self._load_batch, picked, np.random.default_rng((self.seed, k)))
+        return picked
+
+    def make_job(self, k: int):
+        return partial(self._load_batch, self._take(), np.random.default_rng((self.seed, k)))
 
     def _load_batch(self, picked: list[int], rng) -> tuple[np.ndarray, np.ndarray]:
         first = self._read(picked[0])

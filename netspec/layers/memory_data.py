@@ -71,7 +71,7 @@ class MemoryData(Layer):
 
     def forward(self):
         if self._data is None:
-            raise self.error("MemoryData has no data: call Net.set_input_arrays(data, labels) first")
+            raise self.run_error("MemoryData has no data: call Net.set_input_arrays(data, labels) first")
         lo, hi = self._pos, self._pos + self.batch_size
         self._pos = hi % len(self._data)
         device = self._anchor.device

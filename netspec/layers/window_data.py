@@ -166,6 +166,9 @@ class WindowData(PrefetchSource):
         return img
 
     # ---- batches ----------------------------------------------------------------------------------
+    def rewind(self, batches: int) -> None:
+        """Nothing to move: batch k's draws depend on (seed, k) alone."""
+
     def make_job(self, k: int):
         return partial(self._load_batch, np.random.default_rng((self.seed, k)))
 
