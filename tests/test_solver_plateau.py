@@ -35,9 +35,9 @@ def scripted(solver: Solver, values: dict[int, float], output: str) -> list[floa
 
     apply = solver.rule.apply
 
-    def record(params, rate, it):
+    def record(params, rate, it, **guard):
         rates.append(rate)
-        apply(params, rate, it)
+        apply(params, rate, it, **guard)
 
     solver.test_forward = test_forward
     solver.rule.apply = record

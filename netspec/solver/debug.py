@@ -17,6 +17,7 @@ import logging
 
 import torch
 
+from . import device_side
 from .log import g6
 
 log = logging.getLogger("netspec.solver.solver")
@@ -56,8 +57,9 @@ def forward_backward(net, inputs: dict, scale_loss=lambda loss: loss) -> tuple[d
             if p.requires_grad:
                 log.info("    [Backward] Layer %s, param blob %d diff: %s", step.layer.name, i, g6(_mean_abs(p.grad)))
     params = [p.tensor for p in net.learnable_params()]
-    data = torch.cat([p.detach().float().flatten() for p in params]) if params else torch.zeros(0)
-    diff = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten()
+    # A model-parallel net's blobs live on several devices: the norms are taken on the first one's.
+    data = device_side.cat([p.detach().float().flatten() for p in params]) if params else torch.zeros(0)
+    diff = device_side.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten()
                       for p in params]) if params else torch.zeros(0)
     log.info("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
              g6(float(data.abs().sum())), g6(float(diff.abs().sum())), g6(float(data.norm())), g6(float(diff.norm())))

@@ -31,13 +31,17 @@ from google.protobuf import text_format
 from ..errors import NetspecError
 from ..frontend import prepare_net, test_net_sources, train_net_source
 from ..graph import DeviceMap, compile_net
+from ..layers.loss import label_error, label_flags
 from ..formats.caffemodel import load_weights
 from ..proto import pb
-from . import debug, speed
+from . import debug, device_side, speed
+from .device_side import DeferredReads
 from .log import g6
 from .lr_policy import learning_rate
 from .plateau import Plateau, check_plateau
-from .snapshot import check_snapshot_prefix, read_snapshot, upgrade_snapshot_prefix, write_snapshot
+from .resume import restore_run_state, save_run_state
+from .snapshot import (check_snapshot_prefix, lock_snapshot_prefix, read_snapshot, upgrade_snapshot_prefix,
+                       write_snapshot)
 from .update import make_update_rule
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,7 @@ class Solver:
             raise NetspecError(f"average_loss must be at least 1, found {sp.average_loss}", file=source)
         upgrade_snapshot_prefix(sp, source)
         check_snapshot_prefix(sp, source)
+        self.force_prefix = False        # train even when another process uses the snapshot_prefix
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device) if device is not None else default_device(sp)
         self.device_map = fit_device_map(device_map or sp.device_map or None, self.device)
@@ -125,6 +130,8 @@ class Solver:
         self._fns: dict = {}
         self._inputs: dict = {}
         self._autocast, self._scaler = speed.configure(self.net, sp, self.device, source)
+        self.deferred = DeferredReads()  # device values read at display time (losses, clip, overflow)
+        self._bad = None                 # on the device: a loss since the last read was not finite
 
     @property
     def root(self) -> bool:
@@ -196,20 +203,21 @@ class Solver:
         with speed.autocast(self.device, self._autocast):
             return fn(*inputs)
 
-    def forward_backward(self) -> float:
-        """One forward and backward pass of the train net (diffs accumulate); the loss."""
+    def forward_backward(self) -> torch.Tensor | float:
+        """One forward and backward pass of the train net (diffs accumulate); the loss (a float32
+        0-dim tensor, left on its device so that the host does not wait for it)."""
         if self.param.debug_info and self.root:
             _, inputs = self._fn(self.net)
             with speed.autocast(self.device, self._autocast):
                 blobs, loss = debug.forward_backward(self.net, dict(zip(self.net.input_names, inputs)),
                                                      self._scaler.scaled if self._scaler else (lambda x: x))
             self._outputs = {b: blobs[b].detach() for b in self.net.output_names}
-            return float(loss.detach())
+            return loss.detach()
         blobs = self._forward(self.net)
         loss = self.net.total_loss(blobs).float()
         (self._scaler.scaled(loss) if self._scaler else loss).backward()
         self._outputs = {b: blobs[b].detach() for b in self.net.output_names}
-        return float(loss.detach())
+        return loss.detach()
 
     def train_outputs(self) -> dict:
         """The train net's output blobs after the last forward (for the display)."""
@@ -243,9 +251,10 @@ class Solver:
     def requested_action(self) -> str:
         return self.action_fn() if self.action_fn is not None else "none"
 
-    def _agreed(self, request: str) -> str:
-        """The request every rank acts on: rank 0's when there are several processes."""
-        return self.agree(request) if self.agree is not None else request
+    def _agreed(self, request: str, now: bool = False) -> str:
+        """The request every rank acts on: rank 0's when there are several processes (`now`: agreed
+        at once, else possibly some iterations later so that no rank waits on its device)."""
+        return self.agree(request, now=now) if self.agree is not None else request
 
     def step(self, iters: int) -> None:
         """Caffe's Solver::Step: `iters` iterations (fewer if a stop is requested)."""
@@ -257,22 +266,21 @@ class Solver:
             self.clear_param_diffs()
             if (sp.test_interval and self.iter % sp.test_interval == 0
                     and (self.iter > 0 or sp.test_initialization)):
+                self.deferred.flush()
                 if self.root:
                     self.test_all()
                 self._share_plateau()
-                if self._agreed("stop" if self.requested_early_exit else "none") == "stop":
+                if self._agreed("stop" if self.requested_early_exit else "none", now=True) == "stop":
                     self.requested_early_exit = True
                     break
             for cb in self.callbacks:
                 cb.on_start()
             display = sp.display and self.iter % sp.display == 0
             self._seed(0)
-            loss = f32(0)
-            for _ in range(max(sp.iter_size, 1)):
-                loss = f32(loss + f32(self.forward_backward()))
-            loss = f32(loss / f32(max(sp.iter_size, 1)))
-            self._check_finite(loss)
-            self.update_smoothed_loss(loss, start_iter, sp.average_loss)
+            self._watch_loss(self._iteration_loss(), start_iter)
+            self._watch_labels()
+            if display:
+                self.deferred.flush()   # the losses since the last display: one host read
             if display and self.root:
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - iterations_last) / (lapse or 1)
@@ -288,13 +296,24 @@ class Solver:
                 self.progress.update(1)
             request = self._agreed(self.requested_action())
             if (sp.snapshot and self.iter % sp.snapshot == 0 and self.root) or request == "snapshot":
+                self.deferred.flush()   # never snapshot weights that a non-finite loss stopped
                 self.snapshot()
             if request == "stop":
                 self.requested_early_exit = True
                 break
+        self.deferred.flush()
 
     def solve(self, resume_file=None) -> None:
-        """Caffe's Solver::Solve: train to max_iter, snapshot, then a last display and test."""
+        """Caffe's Solver::Solve: train to max_iter, snapshot, then a last display and test. While it
+        runs, the snapshot_prefix is locked against another process (`force_prefix`: warn instead)."""
+        lock = lock_snapshot_prefix(self.param, self.force_prefix, self.source) if self.root else None
+        try:
+            self._solve(resume_file)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _solve(self, resume_file=None) -> None:
         sp = self.param
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", sp.lr_policy)
@@ -322,15 +341,42 @@ class Solver:
             self.test_all()
         log.info("Optimization Done.")
 
-    def update_smoothed_loss(self, loss, start_iter: int, average_loss: int) -> None:
-        """The display loss: the mean of the last `average_loss` iterations' losses (float32)."""
+    def _iteration_loss(self) -> torch.Tensor:
+        """iter_size forward/backward passes; their mean loss in float32, on the loss's device."""
+        n = max(self.param.iter_size, 1)
+        loss = None
+        for _ in range(n):
+            value = torch.as_tensor(self.forward_backward(), dtype=torch.float32)
+            loss = value if loss is None else loss + value.to(loss.device)
+        return loss / float(n) if n > 1 else loss
+
+    def _watch_loss(self, loss: torch.Tensor, start_iter: int) -> None:
+        """Queue this iteration's loss for the next host read, and keep on the device whether any
+        loss since then was non-finite: apply_update's guard then leaves the weights alone."""
+        bad = ~torch.isfinite(loss)
+        self._bad = bad if self._bad is None else self._bad | bad.to(self._bad.device)
+        it, step, average_loss = self.iter, self.current_step, self.param.average_loss
+
+        def read(value) -> None:
+            if not math.isfinite(float(value)):
+                # The guard skipped this iteration's update and every later one: the state is this
+                # iteration's, before its update.
+                self.iter, self.current_step, self._bad = it, step, None
+                self._check_finite(f32(value))
+            self.update_smoothed_loss(f32(value), start_iter, average_loss, iter=it)
+
+        self.deferred.add(loss, read)
+
+    def update_smoothed_loss(self, loss, start_iter: int, average_loss: int, iter: int | None = None) -> None:
+        """The display loss: the mean of the last `average_loss` iterations' losses (float32);
+        `iter` is the loss's iteration (default: the current one)."""
         loss = f32(loss)
         if len(self.losses) < average_loss:
             self.losses.append(loss)
             size = f32(len(self.losses))
             self.smoothed_loss = f32((self.smoothed_loss * (size - f32(1)) + loss) / size)
         else:
-            idx = (self.iter - start_iter) % average_loss
+            idx = ((self.iter if iter is None else iter) - start_iter) % average_loss
             self.smoothed_loss = f32(self.smoothed_loss + (loss - self.losses[idx]) / f32(average_loss))
             self.losses[idx] = loss
 
@@ -344,10 +390,12 @@ class Solver:
         if sp.display and self.iter % sp.display == 0 and self.root:
             log.info("Iteration %d, lr = %s", self.iter, g6(rate))
         params = self.net.learnable_params()
-        if self._scaler is not None and not self._scaler.unscale([p.tensor for p in params]):
-            return
+        ok = None if self._bad is None else ~self._bad
+        if self._scaler is not None:
+            unscaled = self._scaler.unscale_on_device([p.tensor for p in params], self.deferred)
+            ok = unscaled if ok is None else ok & unscaled.to(ok.device)
         before = debug.before_update(self.net) if sp.debug_info and self.root else None
-        self.rule.apply(params, rate, self.iter)
+        self.rule.apply(params, rate, self.iter, ok=ok, defer=self.deferred)
         if before is not None:
             debug.after_update(self.net, before)
 
@@ -417,6 +465,7 @@ class Solver:
         if self.requested_early_exit:
             log.info("Test interrupted.")
             return
+        self._check_labels(net, f"test net #{i} at iteration {self.iter}")
         if sp.test_compute_loss:
             log.info("Test loss: %s", g6(loss / f32(sp.test_iter[i])))
         self._log_outputs("Test", net, scores, mean_over=sp.test_iter[i])
@@ -425,6 +474,29 @@ class Solver:
             why = self.plateau.observe(float(value))
             if why:
                 log.info("Iteration %d, lr = %s: test net #%d %s", self.iter, g6(self.plateau.lr), i, why)
+
+    def _watch_labels(self) -> None:
+        """Queue the train net's label-range flags (kept on the device by its loss and accuracy layers)
+        for the next display read; the first iteration whose flags show a label is the one named."""
+        flags = label_flags(self.net)
+        if not flags:
+            return
+        it = self.iter
+
+        def read(values) -> None:
+            for (layer, _), value in zip(flags, values.reshape(len(flags), 2)):
+                error = label_error(layer, value, f"iteration {it}")
+                if error is not None:
+                    raise error
+
+        self.deferred.add(device_side.stack([f for _, f in flags]), read)
+
+    @staticmethod
+    def _check_labels(net, where: str) -> None:
+        for layer, flag in label_flags(net):
+            error = label_error(layer, flag.tolist(), where)
+            if error is not None:
+                raise error
 
     def _share_plateau(self) -> None:
         """Every rank applies the plateau decision rank 0 made from its test pass."""
@@ -452,6 +524,7 @@ class Solver:
         """Fill netspec's SolverState extension fields (Caffe ignores them) before a snapshot is written."""
         if self.plateau is not None:
             state.plateau_state.CopyFrom(self.plateau.to_proto())
+        save_run_state(self, state)
 
     def restore_state_extensions(self, state: pb.SolverState) -> None:
         """Apply netspec's SolverState extension fields; a Caffe-written state has none of them."""
@@ -460,6 +533,7 @@ class Solver:
                 self.plateau.load(state.plateau_state)
             else:
                 log.info("the solver state has no plateau_state: the plateau rule starts afresh at base_lr")
+        restore_run_state(self, state)
 
     def restore(self, state_file) -> None:
         """Caffe's Restore: iter, current_step, history, and the weights of its learned_net."""

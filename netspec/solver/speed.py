@@ -44,29 +44,53 @@ def autocast(device: torch.device, dtype):
 
 
 class LossScaler:
-    """Dynamic loss scaling for fp16: scale the loss before backward, unscale the diffs after."""
+    """Dynamic loss scaling for fp16: scale the loss before backward, unscale the diffs after.
 
-    def __init__(self, init_scale=2.0 ** 16, growth_interval=2000):
-        self.scale, self.growth_interval, self.good_steps = float(init_scale), growth_interval, 0
+    The scale and the count of clean steps live on the device (torch's _amp kernels, as GradScaler
+    keeps them), so a training step decides "skip this update" there and the host learns of an
+    overflow only when the solver reads its deferred values."""
+
+    def __init__(self, init_scale=2.0 ** 16, growth_interval=2000, device="cpu"):
+        self._scale = torch.full((), float(init_scale), dtype=torch.float32, device=device)
+        self._growth = torch.zeros((), dtype=torch.int32, device=device)
+        self.growth_interval = growth_interval
+
+    @property
+    def scale(self) -> float:
+        return float(self._scale)
 
     def scaled(self, loss: torch.Tensor) -> torch.Tensor:
-        return loss * self.scale
+        return loss * self._scale.to(loss.device, non_blocking=True)
+
+    def unscale_on_device(self, tensors, defer=None) -> torch.Tensor:
+        """Divide every .grad by the scale; a 0-dim bool tensor, False when one overflowed (the scale
+        is then halved; it doubles after growth_interval clean steps). `defer` gets the log line."""
+        grads: dict = {}
+        for t in tensors:
+            if t.grad is not None:
+                grads.setdefault(t.grad.device, []).append(t.grad)
+        found = torch.zeros((), dtype=torch.float32, device=self._scale.device)
+        inv = self._scale.double().reciprocal().float()
+        for device, group in grads.items():
+            found_here = torch.zeros((), dtype=torch.float32, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found_here, inv.to(device, non_blocking=True))
+            found = found + found_here.to(found.device, non_blocking=True)
+        found = (found > 0).float()
+        torch._amp_update_scale_(self._scale, self._growth, found, 2.0, 0.5, self.growth_interval)
+        if defer is not None:
+            defer.add(torch.stack([found, self._scale]), _overflow_report)
+        return found == 0
 
     def unscale(self, tensors) -> bool:
-        """Divide every .grad by the scale; False (and a smaller scale) when one overflowed."""
-        grads = [t.grad for t in tensors if t.grad is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
-        if not finite:
-            self.scale /= 2.0
-            self.good_steps = 0
-            log.info("fp16 gradients overflowed: update skipped, loss scale lowered to %g", self.scale)
-            return False
-        for g in grads:
-            g.div_(self.scale)
-        self.good_steps += 1
-        if self.good_steps % self.growth_interval == 0:
-            self.scale *= 2.0
-        return True
+        """unscale_on_device, read at once: True when the diffs were finite and are now unscaled."""
+        found_scale = torch.stack([~self.unscale_on_device(tensors), self._scale]).float().cpu().numpy()
+        _overflow_report(found_scale)
+        return not found_scale[0]
+
+
+def _overflow_report(found_and_scale) -> None:
+    if found_and_scale[0]:
+        log.info("fp16 gradients overflowed: update skipped, loss scale lowered to %g", found_and_scale[1])
 
 
 def configure(net, sp, device: torch.device, source=None):
@@ -81,7 +105,7 @@ def configure(net, sp, device: torch.device, source=None):
     if sp.cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         log.info("cuDNN autotuning (cudnn_benchmark) on")
-    return dtype, LossScaler() if dtype is torch.float16 else None
+    return dtype, LossScaler(device=device) if dtype is torch.float16 else None
 
 
 def compiled(fn, sp):
