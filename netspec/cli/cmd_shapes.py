@@ -60,12 +60,20 @@ def fmt_shape(shape) -> str:
     return _times().join(str(d) for d in shape) if len(shape) else "scalar"
 
 
-def layer_param_counts(net) -> dict[str, int]:
-    """Parameter count per layer; a shared blob counts once, at the layer that owns it."""
-    counts = {name: 0 for name in net.layers}
-    for info in net.learnable_params():
-        counts[info.layer] += info.tensor.numel()
-    return counts
+def layer_param_counts(net) -> list[int]:
+    """Parameter count per layer (in net.steps order); a shared blob counts once, at the layer that owns it."""
+    owner = {id(info.tensor): info.layer for info in net.learnable_params()}
+    return [sum(t.numel() for t in step.layer.blobs if owner.get(id(t)) == step.layer.name) for step in net.steps]
+
+
+def _row_names(net) -> list[str]:
+    """Layer names; a name several layers use (Caffe allows it) is followed by each one's line."""
+    names = [step.layer.name for step in net.steps]
+    out = []
+    for name, step in zip(names, net.steps):
+        line = step.layer.origin()[1] if names.count(name) > 1 and hasattr(step.layer, "origin") else None
+        out.append(f"{name} (line {line})" if line else name)
+    return out
 
 
 def shape_table(net, assumed: dict | None = None) -> list[list[str]]:
@@ -76,19 +84,19 @@ def shape_table(net, assumed: dict | None = None) -> list[list[str]]:
     counts = layer_param_counts(net)
     rows = [["layer", "type", "device", "top shapes", "params"]]
     shapes = _shapes_as_produced(net)
-    for step, lp in zip(net.steps, net.layer_params):
-        tops = ", ".join(f"{t} {fmt_shape(s)}" for t, s in zip(step.tops, shapes[lp.name]))
+    for step, lp, own, name, count in zip(net.steps, net.layer_params, shapes, _row_names(net), counts):
+        tops = ", ".join(f"{t} {fmt_shape(s)}" for t, s in zip(step.tops, own))
         kind = f"{assumed[lp.name][0]}*" if lp.name in assumed else lp.type
-        rows.append([lp.name, kind, step.logical_device or "-", tops, f"{counts[lp.name]:,}"])
-    rows.append(["total", "", "", f"{len(net.layers)} layers", f"{sum(counts.values()):,}"])
+        rows.append([name, kind, step.logical_device or "-", tops, f"{count:,}"])
+    rows.append(["total", "", "", f"{len(net.steps)} layers", f"{sum(counts):,}"])
     return rows
 
 
-def _shapes_as_produced(net) -> dict[str, list[tuple]]:
+def _shapes_as_produced(net) -> list[list[tuple]]:
     """Each layer's own top shapes (net.blob_shapes keeps only a blob's last version); Input layers'
     tops as compiled (input_shapes may override the prototxt)."""
-    return {lp.name: [net.blob_shapes[t] for t in lp.top] if step.is_input else list(step.layer.top_shapes)
-            for step, lp in zip(net.steps, net.layer_params)}
+    return [[net.blob_shapes[t] for t in lp.top] if step.is_input else list(step.layer.top_shapes)
+            for step, lp in zip(net.steps, net.layer_params)]
 
 
 def format_table(rows: list[list[str]]) -> str:
