@@ -66,9 +66,18 @@ SMOKE = {
     "Reduction": ("reduction_param { operation: MEAN axis: 1 }", [(2, 3, 4)], 1),
     "SPP": ("spp_param { pyramid_height: 2 }", [(2, 3, 5, 5)], 1),
     "Tile": ("tile_param { tiles: 2 }", [(2, 3)], 1),
+    "ContrastiveLoss": ("", [(4, 3, 1, 1), (4, 3, 1, 1), (4, 1, 1, 1)], 1),
+    "HingeLoss": ("hinge_loss_param { norm: L2 }", [(4, 3), (4,)], 1),
+    "InfogainLoss": ("infogain_loss_param { axis: 1 }", [(4, 3), (4,), (3, 3)], 2),
+    "MultinomialLogisticLoss": ("", [(4, 3), (4,)], 1),
+    "SigmoidCrossEntropyLoss": ("loss_param { ignore_label: 1 }", [(4, 3), (4, 3)], 1),
+    "LSTM": ("recurrent_param { num_output: 5 }", [(3, 2, 4), (3, 2)], 1),
+    "RNN": ("recurrent_param { num_output: 5 expose_hidden: true }", [(3, 2, 4), (3, 2), (1, 2, 5)], 2),
+    "LSTMUnit": ("", [(1, 2, 3), (1, 2, 12), (1, 2)], 2),
 }
 # bottom 1 holds class labels, or 0/1 indices (BatchReindex's rows, Filter's selector)
-LABELLED = {"Accuracy", "SoftmaxWithLoss", "BatchReindex", "Filter"}
+LABELLED = {"Accuracy", "SoftmaxWithLoss", "BatchReindex", "Filter", "HingeLoss", "InfogainLoss",
+            "MultinomialLogisticLoss"}
 IDS = {"Embed"}  # bottom 0 holds ids < 2
 DATA_BATCH = {"Filter"}  # the tops' batch size depends on the data (the whole batch before any)
 NEEDS_FILES = {"Data": "reads an LMDB; tested in the Data layer's own tests"}
