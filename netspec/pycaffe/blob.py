@@ -14,41 +14,81 @@ def _host(t: torch.Tensor) -> np.ndarray:
 
 
 class Blob:
-    """A named blob: `.data` and `.diff` as numpy arrays (views of the net's CPU tensors)."""
+    """A named blob: `.data` and `.diff` as numpy arrays over the net's CPU tensors. Each is one array
+    object for as long as the blob keeps its shape (as pycaffe's, whose arrays are the blob's memory):
+    a forward copies its results into the blob's tensors instead of replacing them."""
 
     def __init__(self, data: torch.Tensor, diff: torch.Tensor | None = None):
         self._data, self._diff = data, diff
-        self._hdata = self._hdiff = None      # host copies of device tensors (GPU mode)
+        self._hdata = self._hdiff = None      # host copies of device tensors (GPU mode), handed out
+        self._arrays = [None, None]            # (key, array) for data and diff, reused while valid
 
-    def _bind(self, data: torch.Tensor):
-        """Hold a new data tensor; the diff stays unless the shape changed (Caffe's Reshape)."""
+    @staticmethod
+    def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+    def _bind(self, data: torch.Tensor, alias: bool = False):
+        """Hold new data: copied into the blob's tensor when the shape is the same (the arrays handed
+        out stay valid), else taken (the diff goes, as in Caffe's Reshape). `alias`: take the tensor
+        itself (DummyData's constant tops, whose writes must reach the layer)."""
+        data = data.detach()
+        if not alias and self._same(data, self._data):
+            if data.data_ptr() != self._data.data_ptr():
+                with torch.no_grad():
+                    self._data.copy_(data)
+            self._hdata = None
+            return
         if self._diff is not None and tuple(self._diff.shape) != tuple(data.shape):
             self._diff = None
-        self._data, self._hdata = data, None
+        self._data, self._hdata = (data if alias else data.clone()), None
 
     def _set_diff(self, diff: torch.Tensor):
-        self._diff, self._hdiff = diff, None
+        diff = diff.detach()
+        if self._diff is not None and self._same(diff, self._diff):
+            with torch.no_grad():
+                self._diff.copy_(diff)
+        else:
+            self._diff = diff.clone()
+        self._hdiff = None
 
     def _diff_tensor(self) -> torch.Tensor:
         if self._diff is None:
             self._diff = torch.zeros(self._data.shape, dtype=torch.float32, device=self._data.device)
         return self._diff
 
+    def _array(self, slot: int, t: torch.Tensor) -> np.ndarray:
+        """The numpy view of CPU tensor `t`, the same object while `t`'s memory and shape are."""
+        key = (t.data_ptr(), tuple(t.shape), t.dtype)
+        cached = self._arrays[slot]
+        if cached is None or cached[0] != key:
+            cached = self._arrays[slot] = (key, t.detach().numpy())
+        return cached[1]
+
+    def _host_array(self, slot: int, t: torch.Tensor) -> np.ndarray:
+        """A device tensor's host copy: refreshed in place, a new array only when the shape changes."""
+        cached = self._arrays[slot]
+        values = _host(t)
+        if cached is None or cached[1].shape != values.shape or cached[1].dtype != values.dtype:
+            cached = self._arrays[slot] = (None, values)
+        else:
+            np.copyto(cached[1], values)
+        return cached[1]
+
     @property
     def data(self) -> np.ndarray:
         if self._data.device.type == "cpu":
-            return self._data.detach().numpy()
+            return self._array(0, self._data)
         if self._hdata is None:
-            self._hdata = _host(self._data)
+            self._hdata = self._host_array(0, self._data)
         return self._hdata
 
     @property
     def diff(self) -> np.ndarray:
         d = self._diff_tensor()
         if d.device.type == "cpu":
-            return d.detach().numpy()
+            return self._array(1, d)
         if self._hdiff is None:
-            self._hdiff = _host(d)
+            self._hdiff = self._host_array(1, d)
         return self._hdiff
 
     def _push(self):
@@ -87,7 +127,7 @@ class Blob:
         return self.shape[3]
 
     def reshape(self, *dims):
-        self._bind(torch.zeros(tuple(int(d) for d in dims), dtype=torch.float32))
+        self._bind(torch.zeros(tuple(int(d) for d in dims), dtype=torch.float32, device=self._data.device))
 
 
 class _ParamBlob(Blob):
@@ -104,7 +144,7 @@ class _ParamBlob(Blob):
 
     def _mirror(self, t, slot: int, cached):
         if t.device.type == "cpu":
-            return t.detach().numpy()
+            return self._array(slot, t)
         if cached is None or self._keys[slot] != self._key(t):
             cached, self._keys[slot] = _host(t), self._key(t)
         return cached

@@ -87,7 +87,9 @@ class Net:
         # A layer name used twice (Caffe allows it): pycaffe's dicts keep the last such layer.
         self.params = OrderedDict((s.layer.name, b) for s, b in zip(steps, own) if b)
         self._layer_names = [s.layer.name for s in steps]
-        self.layers = [LayerView(s.layer, b) for s, b in zip(steps, own)]
+        # a Python layer is the user's own object, as in pycaffe (its attributes reachable from here)
+        self.layers = [s.layer.user if s.layer.type == "Python" else LayerView(s.layer, b)
+                       for s, b in zip(steps, own)]
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self.top_names = OrderedDict((s.layer.name, list(s.tops)) for s in steps)
         self.bottom_names = OrderedDict((s.layer.name, list(s.bottoms)) for s in steps)
@@ -98,10 +100,11 @@ class Net:
         self._live = False                    # the last forward was full and tracked, its graph unused
         self._state: dict = {}
         self._first: dict = {}
+        self._hooks: dict[str, list] = {"before_forward": [], "after_forward": []}
         for step in steps:                    # DummyData's constant tops are the blobs themselves
             kept = getattr(step.layer, "constant_tops", None)
             for i, t in (kept() if kept else {}).items():
-                self.blobs[step.tops[i]]._bind(t)
+                self.blobs[step.tops[i]]._bind(t, alias=True)
         for b, w in self._net.loss_weights.items():   # Caffe seeds a loss top's diff with its weight, once
             self.blobs[b]._set_diff(torch.full(self.blobs[b].shape, float(w)))
         if weights:
@@ -122,6 +125,11 @@ class Net:
     def outputs(self) -> list[str]:
         """Blobs no later layer reads, by name (Caffe's order), a blob rewritten in place included."""
         return list(self._output_names)
+
+    @property
+    def _blobs(self) -> list[Blob]:
+        """The blobs in Caffe's order (the index space of _top_ids, _bottom_ids, _inputs, _outputs)."""
+        return [self.blobs[b] for b in self._blob_names]
 
     @property
     def _inputs(self) -> list[int]:
@@ -180,34 +188,54 @@ class Net:
         steps = self._net.steps
         record = (self._net.phase == pb.TRAIN or self.force_backward) and torch.is_grad_enabled()
         graph = record and lo == 0 and hi == len(steps) - 1     # a full backward may reuse it
-        state = {b: self._leaf(self.blobs[b]._data, b, graph) for b in (self.inputs if lo == 0 else self.blobs)}
+        # copies when recording: the blobs' tensors take this forward's results in place afterwards
+        state = {b: self._leaf(self.blobs[b]._data.clone() if record else self.blobs[b]._data, b, graph)
+                 for b in (self.inputs if lo == 0 else self.blobs)}
         if lo == 0:
             self._seen.clear()
         first = dict(state)
         with torch.set_grad_enabled(graph):
             for k in range(lo, hi + 1):
-                step = steps[k]
-                if step.is_input:
-                    continue
-                self._seen.pop(k, None)
-                if record:
-                    self._seen[k] = ([state[b] for b in step.bottoms], _rng_state(step.device))
-                self._net.run_steps(state, k, k)
-                for t in step.tops:
-                    if not step.bottoms and state[t].grad_fn is None:   # a source: its tops are data
-                        state[t] = self._leaf(state[t], t, graph)
-                    elif t not in step.bottoms and state[t].grad_fn is not None:
-                        state[t].retain_grad()                 # its .grad becomes the blob's diff
-                    elif t not in step.bottoms and graph and self._need.get(t):
-                        # Caffe gives every top of a layer with a differentiable bottom a diff (Filter's
-                        # top of a non-learning bottom): a leaf collects what its consumers send.
-                        state[t] = self._leaf(state[t], t, True)
-                    if t not in step.bottoms:
-                        first[t] = state[t]
+                for fn in self._hooks["before_forward"]:
+                    fn(k)
+                if not steps[k].is_input:
+                    self._forward_step(k, state, first, record, graph)
+                if self._hooks["after_forward"]:      # the hooks see this layer's tops in net.blobs
+                    for t in steps[k].tops:
+                        self.blobs[t]._bind(state[t])
+                    for fn in self._hooks["after_forward"]:
+                        fn(k)
         for b, t in state.items():
             self.blobs[b]._bind(t)
         self._live = graph
         self._state, self._first = (state, first) if graph else ({}, {})
+
+    def _forward_step(self, k: int, state: dict, first: dict, record: bool, graph: bool):
+        step = self._net.steps[k]
+        self._seen.pop(k, None)
+        if record:
+            self._seen[k] = ([state[b] for b in step.bottoms], _rng_state(step.device))
+        self._net.run_steps(state, k, k)
+        for t in step.tops:
+            if not step.bottoms and state[t].grad_fn is None:   # a source: its tops are data
+                state[t] = self._leaf(state[t], t, graph)
+            elif t not in step.bottoms and state[t].grad_fn is not None:
+                state[t].retain_grad()                 # its .grad becomes the blob's diff
+            elif t not in step.bottoms and graph and self._need.get(t):
+                # Caffe gives every top of a layer with a differentiable bottom a diff (Filter's
+                # top of a non-learning bottom): a leaf collects what its consumers send.
+                state[t] = self._leaf(state[t], t, True)
+            if t not in step.bottoms:
+                first[t] = state[t]
+
+    # ---- pycaffe's forward callbacks (Net::add_before_forward / add_after_forward) ----------------
+    def before_forward(self, fn):
+        """Call `fn(i)` before layer i runs in every forward (i: the layer's index in net.layers)."""
+        self._hooks["before_forward"].append(fn)
+
+    def after_forward(self, fn):
+        """Call `fn(i)` after layer i runs in every forward; net.blobs already holds its tops."""
+        self._hooks["after_forward"].append(fn)
 
     def _leaf(self, t: torch.Tensor, blob: str, track: bool) -> torch.Tensor:
         """A graph-free view of `t`, differentiable when a backward computes this blob's diff."""
