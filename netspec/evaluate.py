@@ -49,6 +49,12 @@ def fmt(value) -> str:
     return g6(np.float32(value))
 
 
+def error_text(accuracy) -> str:
+    """1 - accuracy, from the accuracy as printed: an accuracy printed 0.99 gives error 0.01, where
+    float32 arithmetic (1 - 0.99f) would print 0.00999999."""
+    return g6(1.0 - float(fmt(accuracy)))
+
+
 # ---- caffe test ------------------------------------------------------------------------------------
 
 @dataclass
@@ -120,7 +126,7 @@ def accuracy_tops(net) -> list[tuple[int, str]]:
 
 def error_lines(net, scores: Scores) -> list[str]:
     """'top-k error = 1 - accuracy (blob)' for every Accuracy output with top_k 1 or 5."""
-    return [f"top-{k} error = {fmt(np.float32(1) - scores.mean(b)[0])} ({b})"
+    return [f"top-{k} error = {error_text(scores.mean(b)[0])} ({b})"
             for k, b in accuracy_tops(net) if b in scores.sums]
 
 
@@ -155,11 +161,15 @@ class Oversampled:
     prob_blob: str
     centre: dict[int, float]
     ten: dict[int, float]
+    records: int = 0
 
     def lines(self) -> list[str]:
         h, w = self.image_shape[-2:]
         head = (f"oversample: {self.images} images, 10 views of {self.crop}x{self.crop} from {h}x{w} "
                 f"(4 corners + centre, each mirrored), probabilities of '{self.prob_blob}' averaged")
+        if self.records and self.images > self.records:
+            head += (f"; the LMDB holds {self.records} records, so reading wrapped to its start as Caffe's "
+                     f"Data layer does and {self.images - self.records} images were scored twice or more")
         return [head] + [f"{name}: " + ", ".join(f"top-{k} error = {fmt(e)}" for k, e in errs.items())
                          for name, errs in (("centre crop", self.centre), ("10 views", self.ten))]
 
@@ -230,6 +240,7 @@ def oversample(net, iterations: int) -> Oversampled:
     right: dict[str, dict[int, int]] = {"centre": {}, "ten": {}}
     counted, shape = 0, None
     reader = full_size_reader(step.layer)
+    records = reader.cursor.entries
     try:
         for _ in range(iterations):
             data, label = reader.next()
@@ -244,4 +255,4 @@ def oversample(net, iterations: int) -> Oversampled:
         reader.close()
     errors = {name: {k: 1.0 - r / max(counted, 1) for k, r in ks.items()} for name, ks in right.items()}
     return Oversampled(iterations * step.layer.batch_size, step.layer.transformer.crop, shape, blob,
-                       errors["centre"], errors["ten"])
+                       errors["centre"], errors["ten"], records)

@@ -6,7 +6,9 @@ a CPU quota (cgroup `cpu.max`, a container's `--cpus`), and other processes comp
 cores. Threads beyond the cores at hand do not add speed; they wait for each other at every
 parallel region (OpenMP barriers spin), so one busy neighbour can make each step several times
 slower. netspec therefore takes, in this order: `--threads N`, then OMP_NUM_THREADS (as every
-OpenMP program does), then the usable cores: the affinity mask, capped by the cgroup quota. The
+OpenMP program does), then the usable cores (the affinity mask, capped by the cgroup quota) less
+those the machine's load already keeps busy, at least one: a thread too few costs its share of the
+speed, a thread too many on a busy machine can cost several times over. The
 Data layer's decoding threads share the same budget (`data_workers`), so reading and computing do
 not oversubscribe the cores between them.
 """
@@ -53,7 +55,21 @@ def usable_cores(root: Path = _CGROUP) -> int:
     return max(1, cores)
 
 
-def choose(flag: int | None = None, env=None, root: Path = _CGROUP) -> tuple[int, str]:
+def idle_cores(cores: int, load: float | None = None, cpus: int | None = None) -> int:
+    """Of `cores`, those the load does not already keep busy (rounded to nearest, at least 1). The
+    1-minute load average counts the whole machine's runnable processes, so it is scaled to this
+    process's share of the machine's CPUs."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return cores
+    busy = load * cores / max(cpus or os.cpu_count() or cores, cores)
+    return max(1, min(cores, math.floor(cores - busy + 0.5)))
+
+
+def choose(flag: int | None = None, env=None, root: Path = _CGROUP, load: float | None = None
+           ) -> tuple[int, str]:
     """(threads, where the number came from)."""
     env = os.environ if env is None else env
     if flag is not None:
@@ -68,7 +84,9 @@ def choose(flag: int | None = None, env=None, root: Path = _CGROUP) -> tuple[int
             raise NetspecError(f"OMP_NUM_THREADS='{omp}': expected a positive integer") from None
         if n >= 1:
             return n, "OMP_NUM_THREADS"
-    return usable_cores(root), "usable cores"
+    cores = usable_cores(root)
+    n = idle_cores(cores, load)
+    return n, f"{cores} usable core{'s' if cores > 1 else ''}" + (f", {cores - n} busy" if n < cores else "")
 
 
 _chosen: int | None = None

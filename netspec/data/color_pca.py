@@ -45,7 +45,7 @@ def color_pca(db_path, samples: int = 10000, seed: int = 0, progress: bool = Fal
             raise NetspecError(f"LMDB '{db_path}' is empty")
         n, s, ss = 0, np.zeros(3), np.zeros((3, 3))
         with env.begin() as txn:
-            for k in tqdm(keys, unit="img", disable=not progress, desc="color pca", file=sys.stderr):
+            for k in tqdm(keys, unit="img", disable=not progress or not sys.stderr.isatty(), desc="color pca", file=sys.stderr):
                 key = k.decode("utf-8", "replace")
                 try:
                     value = txn.get(k)

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from ..errors import NetspecError
-from ..formats.atomic import atomic_write
+from ..formats.atomic import atomic_write, io_error
 from ..formats.image_header import check_size as check_image_size
 from ..proto import pb
 from . import db as dbmod
@@ -235,7 +235,10 @@ def _start_state(tmp: Path, settings: dict, resume: bool) -> dict:
         return state
     if resume:
         log.info("Nothing to resume at '%s': starting a new conversion", tmp)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise io_error(tmp, e, "create the LMDB folder") from None
     state = {"settings": settings, "done": 0, "data_size": None, "skipped": [], "warnings": []}
     _save_state(tmp, state)
     return state
@@ -287,7 +290,7 @@ def convert(root, lines: list[tuple[str, int]], db_path, opt: Options | None = N
     jobs = [(i, rel, label) for i, (rel, label) in enumerate(lines) if i >= state["done"]]
     t0, processed = time.time(), state["done"]
     results = _results(str(root), opt, jobs, workers)
-    bar = tqdm(total=len(lines), initial=processed, unit="img", disable=not progress, smoothing=0.05,
+    bar = tqdm(total=len(lines), initial=processed, unit="img", disable=not progress or not sys.stderr.isatty(), smoothing=0.05,
                desc=f"convert -> {final.name}", file=sys.stderr)
     try:
         for line_id, value, size, warning, reason in results:
@@ -420,8 +423,6 @@ def run(args) -> int:
                   gray=args.gray, encoded=args.encoded or bool(args.encode_type),
                   encode_type=args.encode_type, check_size=args.check_size)
     log.info("A total of %d images.", len(lines))
-    s = convert(root, lines, db_path, opt, shuffle=args.shuffle, seed=args.seed,
-                workers=args.workers if args.workers else None, resume=args.resume, progress=not args.quiet)
-    print(f"{s.written} records written to {s.db} ({len(s.skipped)} images skipped, {len(s.warnings)} "
-          f"warnings) in {s.seconds:.1f} s")
+    convert(root, lines, db_path, opt, shuffle=args.shuffle, seed=args.seed,
+            workers=args.workers if args.workers else None, resume=args.resume, progress=not args.quiet)
     return 0

@@ -35,7 +35,7 @@ def compute_mean(db_path, out=None, progress: bool = False) -> np.ndarray:
     if total == 0:
         raise NetspecError(f"LMDB '{db_path}' is empty: no mean to compute")
     acc, n = None, 0
-    for key, value in tqdm(dbmod.iter_records(db_path), total=total, unit="img", disable=not progress,
+    for key, value in tqdm(dbmod.iter_records(db_path), total=total, unit="img", disable=not progress or not sys.stderr.isatty(),
                            desc="mean", file=sys.stderr):
         arr = to_array(decode_native(parse(value, key, db_path), key), key=key)
         if acc is None:
@@ -97,7 +97,6 @@ def run(args) -> int:
     if args.backend.lower() != "lmdb":
         raise NetspecError(f"--backend {args.backend} is not supported: netspec reads LMDB only")
     mean = compute_mean(args.input_db, args.output_file, progress=not args.quiet)
-    per_channel = ", ".join(f"{v:.4f}" for v in mean[0].mean(axis=(1, 2), dtype=np.float64))
-    where = f" written to {args.output_file}" if args.output_file else ""
-    print(f"mean {'x'.join(map(str, mean.shape))}{where}; per channel (mean_value): {per_channel}")
+    where = f" written to {args.output_file}" if args.output_file else " (no OUTPUT_FILE: not saved)"
+    print(f"mean {'x'.join(map(str, mean.shape))}{where}")  # the per-channel values are in the log
     return 0
