@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import add_clock_args, apply_clock_args, interleaved, machine, median
+
 from netspec.frontend import load_net
 from netspec.graph import compile_net
 from netspec.proto import pb

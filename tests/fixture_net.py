@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from layer_runner import load_prototxt, rel_error
+
 from netspec.layers import layer_class
 
 LAYERS2 = Path(__file__).parent / "data" / "caffe" / "layers2"

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from fixture_net import assert_matches_caffe
 from layer_runner import make_layer
+from layers2_runner import mismatches
+
 from netspec.errors import NetspecError, ShapeError
 from netspec.formats.binaryproto import write_binaryproto
 from netspec.frontend import load_net
@@ -23,6 +24,13 @@ RNG = np.random.default_rng(1701)
                                   "multinomial_logistic_loss", "sigmoid_ce_default"])
 def test_matches_caffe_fixture(name):
     assert_matches_caffe(name)
+
+
+@pytest.mark.parametrize("name", ["contrastive_loss", "hinge_loss_l1", "infogain_loss",
+                                  "multinomial_logistic_loss", "sigmoid_ce_default"])
+def test_matches_caffe_fixture_through_pycaffe_net(name):
+    """The same fixtures through the front end, the compiler and pycaffe's Net with Caffe's caffemodel."""
+    assert mismatches(name) == []
 
 
 def gradcheck(layer, inputs, wrt=(0,), atol=1e-6, rtol=1e-4):

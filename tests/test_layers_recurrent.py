@@ -9,9 +9,10 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from fixture_net import LAYERS2, assert_matches_caffe
 from layer_runner import make_layer
+from layers2_runner import mismatches
+
 from netspec.errors import NetspecError, ShapeError
 from netspec.formats.caffemodel import load_weights
 from netspec.frontend import load_net
@@ -25,6 +26,12 @@ FILLERS = 'weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "gaus
 @pytest.mark.parametrize("name", ["lstm", "rnn", "lstm_unit"])
 def test_matches_caffe_fixture(name):
     assert_matches_caffe(name)
+
+
+@pytest.mark.parametrize("name", ["lstm", "rnn", "lstm_unit"])
+def test_matches_caffe_fixture_through_pycaffe_net(name):
+    """The same fixtures through the front end, the compiler and pycaffe's Net with Caffe's caffemodel."""
+    assert mismatches(name) == []
 
 
 def recurrent(kind, shapes, num_output=7, extra="", tops=1, seed=1701):
@@ -150,6 +157,7 @@ def test_lstm_expose_hidden_chains_two_halves_into_the_whole():
     h_b, _, _ = half(torch.tensor(x[2:]), torch.tensor(cont[2:]), h_t, c_t)
     assert torch.allclose(torch.cat([h_a, h_b]), full, rtol=1e-12)
     _, h_ref, c_ref = lstm_ref(half.blobs, x[:2], cont[:2])
+    np.testing.assert_allclose(h_t.detach().numpy()[0], h_ref, rtol=1e-12)
     np.testing.assert_allclose(c_t.detach().numpy()[0], c_ref, rtol=1e-12)
 
 
@@ -162,7 +170,7 @@ def test_rnn_expose_hidden_tops_and_gradient_to_h0():
     want_o, want_h = rnn_ref(layer.blobs, x, cont, h0=h0)
     np.testing.assert_allclose(o.detach().numpy(), want_o, rtol=1e-12)
     np.testing.assert_allclose(h_t.detach().numpy()[0], want_h, rtol=1e-12)
-    f = lambda h: layer(torch.tensor(x), torch.tensor(cont), h)[0]  # noqa: E731
+    f = lambda h: layer(torch.tensor(x), torch.tensor(cont), h)[0]
     assert torch.autograd.gradcheck(f, (torch.tensor(h0, requires_grad=True),), eps=1e-6, atol=1e-7)
 
 
@@ -204,7 +212,7 @@ def test_lstm_unit_setup_and_gradient(cont):
     layer = make_layer('type: "LSTMUnit"', [c_prev.shape, x.shape, (1, 3)], tops=2)
     assert layer.top_shapes == [(1, 3, 7), (1, 3, 7)]
     for top in (0, 1):
-        f = lambda cp, xx: layer(cp, xx, torch.tensor([cont], dtype=torch.float64))[top]  # noqa: E731
+        f = lambda cp, xx, top=top: layer(cp, xx, torch.tensor([cont], dtype=torch.float64))[top]
         leaves = (torch.tensor(c_prev, requires_grad=True), torch.tensor(x, requires_grad=True))
         assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-7)
 

@@ -58,7 +58,10 @@ class LSTMUnit(Layer):
         return [c_prev, c_prev]
 
     def forward(self, c_prev, x, cont):
-        return lstm_cell(c_prev, x, cont.detach().unsqueeze(-1).to(x.dtype))
+        c, h = lstm_cell(c_prev, x, cont.detach().unsqueeze(-1).to(x.dtype))
+        # top c is its own node: its diff is what the layers above send, as in Caffe, not also the
+        # share that reaches c through h inside this layer
+        return c.view_as(c), h
 
 
 class _Recurrent(Layer):
