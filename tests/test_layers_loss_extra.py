@@ -284,3 +284,23 @@ def test_label_and_shape_errors():
         make_layer('type: "ContrastiveLoss"', [(2, 4, 1, 1), (2, 3, 1, 1), (2, 1, 1, 1)])
     with pytest.raises(ShapeError, match=r"bottom 2 \(similarity\) must be N×1×1×1"):
         make_layer('type: "ContrastiveLoss"', [(2, 4, 1, 1), (2, 4, 1, 1), (2, 2, 1, 1)])
+
+
+def test_errors_in_a_net_name_file_and_line(tmp_path):
+    """At compile time (source missing) and at run time (a label out of range): file:line: layer."""
+    net = tmp_path / "net.prototxt"
+    text = """name: "n"
+layer { name: "x" type: "Input" top: "x" top: "y" input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+layer { name: "info" type: "InfogainLoss" bottom: "x" bottom: "y" top: "loss"
+        infogain_loss_param { source: "missing.binaryproto" } }
+"""
+    net.write_text(text)
+    with pytest.raises(NetspecError) as e:
+        compile_net(load_net(str(net), pb.TRAIN), source=str(net))
+    assert str(e.value).startswith(f"{net}:3") and "layer 'info'" in str(e.value), str(e.value)
+    net.write_text(text.replace('InfogainLoss"', 'MultinomialLogisticLoss"').replace(
+        'infogain_loss_param { source: "missing.binaryproto" }', ""))
+    compiled = compile_net(load_net(str(net), pb.TRAIN), source=str(net))
+    with pytest.raises(NetspecError) as e:
+        compiled(x=torch.full((2, 3), 1 / 3), y=torch.tensor([0.0, 3.0]))
+    assert str(e.value).startswith(f"{net}:3") and "layer 'info': label 3 is out of range" in str(e.value)

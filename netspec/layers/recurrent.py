@@ -13,6 +13,9 @@ Parameter blobs are in Caffe's order and shapes, so caffemodels load:
   LSTM: W_xc (4H×I), b_c (4H), [W_xc_static (4H×S)], W_hc (4H×H); gates in the order i, f, o, g.
   RNN:  W_xh (H×I), b_h (H), [W_xh_static (H×S)], W_hh (H×H), W_ho (H×H), b_o (H);
         h_t = tanh(W_hh (cont_t h_{t-1}) + W_xh x_t + b_h), o_t = tanh(W_ho h_t + b_o).
+Gradients are autograd's. They equal Caffe's hand-written backward for cont in {0, 1}, the markers
+Caffe documents; for other cont values Caffe's LSTMUnit differentiates f = cont·σ(x_f) as f(1 - f)
+rather than cont·σ(1 - σ), and netspec keeps the exact derivative.
 """
 
 from __future__ import annotations
