@@ -148,6 +148,7 @@ def test_train_mirror_gives_the_image_or_its_mirror(tmp_path):
 
 @pytest.mark.parametrize("lines, params, needle", [
     ("a.png 0\na.png x\n", "", "list.txt:2: layer 'data': label 'x' is not an integer"),
+    ("a.png 0\na.png\n", "", "list.txt:2: layer 'data': label 'a.png' is not an integer"),
     ("a.png 0\n\na.png 1\n", "", "list.txt:2: layer 'data': empty line"),
     ("a.png 0\nnope.png 1\n", "", "list.txt:2: layer 'data': cannot read image '{dir}/nope.png'"),
     ("nope.png 0\n", "", "list.txt:1: layer 'data': cannot read image '{dir}/nope.png'"),

@@ -1,10 +1,10 @@
 """Caffe's ImageData layer (src/caffe/layers/image_data_layer.cpp, ReadImageToCVMat in
 src/caffe/util/io.cpp): batches of image files named in a list file, transformed as the Data layer's.
 
-List lines are "path label": the label follows the last space, so paths may hold spaces; a line
-without a space is all path, its label what C's atoi makes of it (Caffe). A blank line, or a label
-that does not start with an integer (Caffe's atoi would silently give 0), is refused with the list's
-file:line. Images are `root_folder + path` (string concatenation, as Caffe), read with OpenCV in BGR
+List lines are "path label": the label follows the last space, so paths may hold spaces. The list is
+read as netspec's convert-imageset reads one: a label that is not an integer (Caffe's atoi would
+silently make it 0, or a label-less line's path its label) or a blank line is refused with the
+list's file:line. Images are `root_folder + path` (string concatenation, as Caffe), read with OpenCV in BGR
 order (IMREAD_GRAYSCALE when is_color is false), resized to new_height x new_width with cv::resize's
 INTER_LINEAR when both are set, then transformed by netspec.data.transform.DataTransformer
 (crop/mirror/mean/scale from transform_param; ImageDataParameter's own legacy scale/mean_file/
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import struct
 import zlib
 from collections import deque
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.convert import read_listfile
 from ..data.transform import DataTransformer
 from ..errors import NetspecError
 from ..proto import pb
@@ -42,7 +42,6 @@ from .base import Layer, register
 log = logging.getLogger("netspec.layers.image_data")
 
 _LEGACY_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
-_ATOI = re.compile(r"\s*([+-]?\d+)")
 
 
 class Prefetcher:
@@ -160,23 +159,17 @@ def read_image(path: str, new_height: int, new_width: int, is_color: bool) -> np
 
 
 def parse_list(path: Path, layer: str) -> list[tuple[str, int, int]]:
-    """(image path, label, line number) for each line of an ImageData list file."""
+    """(image path, label, line number) for each line of an ImageData list file, read as
+    convert_imageset's list (netspec.data.convert.read_listfile); a blank line is refused here."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise NetspecError(f"cannot read the image list: {e}", file=path, layer=layer) from None
+        lines = read_listfile(path)
+    except NetspecError as e:
+        raise NetspecError(e.message, file=e.file, line=e.line, layer=layer) from None
     items = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.rstrip("\r")
-        if not line.strip():
+    for n, (name, label) in enumerate(lines, 1):
+        if not name:
             raise NetspecError("empty line; each line is 'path label'", file=path, line=n, layer=layer)
-        pos = line.rfind(" ")
-        name, label_text = (line[:pos], line[pos + 1:]) if pos >= 0 else (line, line)
-        m = _ATOI.match(label_text)
-        if m is None and pos >= 0:
-            raise NetspecError(f"label '{label_text}' is not an integer; each line is 'path label'",
-                               file=path, line=n, layer=layer)
-        items.append((name, int(m.group(1)) if m else 0, n))
+        items.append((name, label, n))
     if not items:
         raise NetspecError("the image list is empty", file=path, layer=layer)
     return items
