@@ -102,7 +102,10 @@ class Split(Layer):
         return [bottom_shapes[0]] * len(self.lp.top)
 
     def forward(self, x):
-        return x if self.num_tops == 1 else (x,) * self.num_tops
+        # A view per top: each top is its own graph node with its own diff, as Caffe's Split tops
+        # share the bottom's data but not its diff (and a top of an input blob still has a grad_fn).
+        tops = tuple(x.view_as(x) for _ in range(self.num_tops))
+        return tops[0] if self.num_tops == 1 else tops
 
 
 @register("Flatten")

@@ -221,7 +221,7 @@ class Net:
                 state[t] = self._leaf(state[t], t, graph)
             elif t not in step.bottoms and state[t].grad_fn is not None:
                 state[t].retain_grad()                 # its .grad becomes the blob's diff
-            elif t not in step.bottoms and graph and self._need.get(t):
+            elif t not in step.bottoms and graph and self._need.get(t) and not state[t].requires_grad:
                 # Caffe gives every top of a layer with a differentiable bottom a diff (Filter's
                 # top of a non-learning bottom): a leaf collects what its consumers send.
                 state[t] = self._leaf(state[t], t, True)
