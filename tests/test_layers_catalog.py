@@ -177,6 +177,13 @@ def test_every_caffe_type_compiles_runs_and_back_propagates_as_caffe(type_name, 
     lmdb = _files(tmp_path)
     (tmp_path / "net.prototxt").write_text(_net_text(type_name, lmdb))
     net = netspec.Net(str(tmp_path / "net.prototxt"), netspec.TRAIN)
+    try:
+        _check(net, type_name)
+    finally:
+        net.compiled.close()   # the Data layer's reader threads
+
+
+def _check(net, type_name):
     _, bottoms, tops, reached = CASES[type_name]
     rng = np.random.default_rng(0)
     for i, (shape, kind) in enumerate(bottoms):
