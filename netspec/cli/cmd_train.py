@@ -52,6 +52,8 @@ def add_arguments(p) -> None:
                    help="on SIGINT/SIGTERM (default stop: snapshot then stop, as snapshot_after_train)")
     p.add_argument("--sighup_effect", default="snapshot", choices=EFFECTS, help="on SIGHUP (default snapshot)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--force", action="store_true",
+                   help="train even if another training uses the same snapshot_prefix")
 
 
 def parse_gpus(flag: str | None) -> list[int]:
@@ -183,6 +185,7 @@ def solve(args, sp, path, placement, rank) -> int:
         where = {"device": placement.device, "device_map": placement.device_map}
     solver = Solver(sp, path, rank=rank.rank if rank else 0, world_size=rank.world_size if rank else 1,
                     **where)
+    solver.force_prefix = args.force
     log.info("Training on %s", solver.device)
     with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
         solver.action_fn = signals.action

@@ -9,13 +9,20 @@ leaves the previous pair intact; and weights that are not finite are never writt
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the prefix is not locked
+    fcntl = None
+
 from ..errors import NetspecError
+from ..formats.atomic import remove_stale_temps
 from ..formats.caffemodel import load_weights, write_caffemodel
 from ..formats.hdf5 import read_hdf5_solverstate, write_hdf5_solverstate, write_hdf5_weights
 from ..formats.solverstate import (check_counters, check_history, history_arrays, make_solverstate,
@@ -128,3 +135,72 @@ def read_snapshot(path, net, rule) -> pb.SolverState:
     rule.history_from_arrays(history_arrays(state, source=path))
     log.info("%s: restoring history", rule.type)
     return state
+
+
+# ---- one training per snapshot_prefix --------------------------------------------------------------
+class PrefixLock:
+    """An exclusive flock on `.<prefix name>.lock` beside the snapshots, held while a run trains.
+
+    The kernel drops the lock when its process dies (kill -9 included), so a lock is never stale;
+    the file only records the holder's pid for the message a second run gives.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)   # while still locked: a waiting run then locks a fresh file
+        os.close(self.fd)
+        self.fd = None
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def _try_lock(path: Path) -> int | None:
+    """The fd of `path` locked by us, or None if another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)   # the holder released and removed it between our open and lock: again
+
+
+def lock_snapshot_prefix(sp: pb.SolverParameter, force: bool = False, source=None) -> PrefixLock | None:
+    """Refuse to train when another process trains to the same snapshot_prefix (`force`: warn and go
+    on); then remove the temporary files a killed run left beside the snapshots."""
+    if fcntl is None or not sp.HasField("snapshot_prefix") or not (sp.snapshot or sp.snapshot_after_train):
+        return None
+    prefix = Path(sp.snapshot_prefix)
+    path = prefix.with_name(f".{prefix.name}.lock")
+    try:
+        fd = _try_lock(path)
+    except OSError as e:
+        raise NetspecError(f"cannot lock snapshot_prefix '{prefix}': {e.strerror}", file=path) from None
+    if fd is None:
+        message = (f"snapshot_prefix '{prefix}' is in use by another training (pid {_holder(path)}); "
+                   "wait for it, choose another snapshot_prefix, or pass --force")
+        if not force:
+            raise NetspecError(message, file=source)
+        log.warning("%s; --force: training anyway, the snapshots may interleave", message.split(";")[0])
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    for p in remove_stale_temps(prefix.parent, f"{prefix.name}_iter_"):
+        log.info("removed %s, a temporary file left by a killed run", p)
+    return PrefixLock(path, fd)
