@@ -138,9 +138,11 @@ def test_sigmoid_ce_forward_with_loss_weight_as_caffe_test():
                 loss_weight: 3.7 }''', pb.TRAIN))
     for _ in range(5):
         x, t = RNG.normal(size=(10, 5, 1, 1)), RNG.uniform(0, 1, size=(10, 5, 1, 1))
-        blobs = net(x=torch.tensor(x, dtype=torch.float32), t=torch.tensor(t, dtype=torch.float32))
-        want = 3.7 * _sigmoid_ce_ref(x, t).sum() / 10
-        assert net.total_loss(blobs).item() == pytest.approx(want, rel=1e-5)
+        xt = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+        total = net.total_loss(net(x=xt, t=torch.tensor(t, dtype=torch.float32)))
+        assert total.item() == pytest.approx(3.7 * _sigmoid_ce_ref(x, t).sum() / 10, rel=1e-5)
+        total.backward()  # the loss weight scales the diff too: 3.7 (sigmoid(x) - t) / N
+        np.testing.assert_allclose(xt.grad.numpy(), 3.7 * (1 / (1 + np.exp(-x)) - t) / 10, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("loss_param, normalizer", [
