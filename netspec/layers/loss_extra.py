@@ -57,8 +57,8 @@ def _labels_in_range(layer: Layer, labels, classes: int, valid=None) -> None:
         bad &= valid
     if bool(bad.any()):
         found = labels[bad][0].item()
-        raise layer.run_error(f"label {found} is out of range: bottom '{layer.lp.bottom[1]}' must hold class "
-                          f"indices in [0, {classes})")
+        raise layer.run_error(f"label {found} is out of range: bottom '{layer.lp.bottom[1]}' must hold "
+                              f"class indices in [0, {classes})")
 
 
 class _Loss(Layer):
