@@ -306,3 +306,19 @@ layer { name: "info" type: "InfogainLoss" bottom: "x" bottom: "y" top: "loss"
     with pytest.raises(NetspecError) as e:
         compiled(x=torch.full((2, 3), 1 / 3), y=torch.tensor([0.0, 3.0]))
     assert str(e.value).startswith(f"{net}:3") and "layer 'info': label 3 is out of range" in str(e.value)
+
+
+def test_infogain_source_relative_to_the_prototxt(tmp_path, monkeypatch):
+    """Caffe opens the source from the current directory; netspec also tries the prototxt's folder."""
+    (tmp_path / "net").mkdir()
+    write_binaryproto(tmp_path / "net" / "H.binaryproto", INFO_H.astype(np.float32))
+    path = tmp_path / "net" / "net.prototxt"
+    path.write_text("""layer { name: "x" type: "Input" top: "x" top: "y"
+                         input_param { shape { dim: 4 dim: 2 dim: 5 dim: 2 } shape { dim: 4 dim: 2 dim: 1 dim: 2 } } }
+                       layer { name: "info" type: "InfogainLoss" bottom: "x" bottom: "y" top: "loss"
+                         infogain_loss_param { source: "H.binaryproto" axis: 2 } }""")
+    monkeypatch.chdir(tmp_path)
+    net = compile_net(load_net(str(path), pb.TRAIN), source=str(path))
+    blobs = net(x=torch.tensor(INFO_X, dtype=torch.float32), y=torch.tensor(INFO_Y, dtype=torch.float32))
+    want = _infogain_ref(INFO_X, INFO_Y, INFO_H.astype(np.float32).astype(np.float64))[0] / 16
+    assert blobs["loss"].item() == pytest.approx(want, rel=1e-5)

@@ -10,6 +10,7 @@ the distance), the forward keeps Caffe's value and the gradient is made to be Ca
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..formats.binaryproto import read_binaryproto
 from ..proto import pb
 from .base import Layer, canonical_axis, register
 
+log = logging.getLogger("netspec")
 N = pb.LossParameter
 _LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD
 
@@ -235,9 +237,13 @@ class InfogainLoss(_Loss):
 
     def _find(self, source: str) -> Path:
         """The source file from the current directory as Caffe, else from the prototxt's folder."""
-        for path in (Path(source), Path(self.source_dir or ".") / source):
-            if path.is_file():
-                return path
+        if Path(source).is_file():
+            return Path(source)
+        fallback = Path(self.source_dir or ".") / source
+        if fallback.is_file():
+            log.info("layer '%s': infogain source '%s' not in the current directory; using '%s' "
+                     "(relative to the prototxt)", self.name, source, fallback)
+            return fallback
         raise self.error(f"infogain_loss_param.source '{source}' does not exist")
 
     def _check_h(self, shape, classes: int, what: str) -> None:
