@@ -4,12 +4,15 @@ Data layers read LMDBs, which ONNX cannot: `as_deployed` turns every data layer 
 with the same tops and shapes, as a deploy prototxt declares them, so the exported graph takes the
 data (and label, if the net still scores one) as inputs. Graph inputs are named after the net's
 input blobs, outputs after its output blobs (net order). The exporter tried first is torch's dynamo
-exporter with a dynamic batch axis; if that fails, dynamo with the compiled shapes; then the
-TorchScript exporter (dynamo=False). The model is written in one file, atomically.
+exporter with a dynamic batch axis (checked in the file written: an export whose batch came out
+fixed counts as failed); if that fails, dynamo with the compiled shapes; then the TorchScript
+exporter (dynamo=False). ONNX export needs the `onnx` and `onnxscript` packages (`pip install
+netspec[onnx]`). The model is written in one file, atomically.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import warnings
@@ -87,8 +90,20 @@ def _quiet():
                 lg.setLevel(level)
 
 
+def _batch_is_dynamic(data: bytes) -> bool:
+    """Whether every graph input of the serialized ONNX model has a symbolic first dimension."""
+    import onnx
+
+    graph = onnx.load_from_string(data).graph
+    return all(v.type.tensor_type.shape.dim[0].dim_param for v in graph.input
+               if v.type.tensor_type.shape.dim)
+
+
 def export_onnx(net, path, outputs: list[str] | None = None) -> str:
     """Write `net` (a CompiledNet without data layers) to `path`; returns the exporter that worked."""
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NetspecError(f"ONNX export needs {' and '.join(missing)}: pip install 'netspec[onnx]'")
     if any(layer.is_data and layer.type != "Input" for layer in net.layers.values()):
         raise NetspecError("the net still has data layers; export as_deployed(...) of it")
     outputs = list(outputs or net.output_names)
@@ -106,6 +121,11 @@ def export_onnx(net, path, outputs: list[str] | None = None) -> str:
             except Exception as e:  # each exporter has its own exception types; try the next
                 failures.append(f"{label}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
                 log.info("ONNX %s failed: %s", label, failures[-1])
+                continue
+            if "dynamic batch" in label and not _batch_is_dynamic(data):
+                # torch.export can fix the batch when the net's code reads it as a number; the file
+                # would then say "dynamic" and take only the compiled batch.
+                failures.append(f"{label}: the batch came out fixed")
                 continue
             atomic_write(path, data)
             return label

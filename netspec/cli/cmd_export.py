@@ -1,7 +1,8 @@
 """`netspec export -model NET -weights W.caffemodel -o W.pt [--onnx NET.onnx]`: leave Caffe's formats.
 
-Without a net (`netspec export W.caffemodel W.pt`) the file's blobs are written as they are stored,
-keyed `<layer>.<blob index>` (netspec/formats/export.py; V1/V0 files and legacy 4-D shapes as stored).
+Without a net (`netspec export W.caffemodel W.pt`) the file's blobs are written as they are stored
+(V1/V0 files and legacy 4-D shapes as stored), under the same keys as with -model: blob names from
+the layer type the file records (netspec/formats/export.py), indices where it records none.
 With -model, the net of one phase (default TEST) is compiled on the CPU and the weights are copied in by layer
 name (Caffe's CopyTrainedLayersFrom rules). `-o` writes the compiled module's state_dict: a plain
 dict of float32 tensors keyed `<layer>.<blob name>` exactly as `CompiledNet.state_dict()` names
@@ -71,11 +72,16 @@ def net_state_dict(net) -> dict:
 
 
 def export_file_blobs(weights: str, output: str) -> None:
-    """No net: every layer's blobs as the .caffemodel stores them, keyed `<layer>.<blob index>`."""
+    """No net: every layer's blobs as the .caffemodel stores them, keyed as with -model: the layer's
+    module attribute and its blob names from the layer type the file records (indices where it
+    records none, as .caffemodel.h5 files)."""
     from ..formats import export_state_dict, read_weights
+    from ..graph.compile import _attr_name
 
-    params = {name: blobs for name, (_, blobs) in read_weights(weights).items() if blobs}
-    export_state_dict(params, output)
+    taken: set[str] = set()
+    layers = {_attr_name(name, taken): (kind, blobs) for name, (kind, blobs) in read_weights(weights).items()}
+    params = {name: blobs for name, (_, blobs) in layers.items() if blobs}
+    export_state_dict(params, output, {name: kind for name, (kind, _) in layers.items()})
     count = sum(b.size for blobs in params.values() for b in blobs)
     print(f"wrote {count:,} parameters of {len(params)} layers to {output}")
 

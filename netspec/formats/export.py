@@ -26,17 +26,35 @@ from .blobs import as_float32
 # Blob names netspec's layers use, in the order Caffe stores them. Without the net, a layer's named
 # blobs are numbered by this order: [weight, bias], [scale, bias], [bias] alone (a Scale layer whose
 # scale is its second bottom), [mean, variance, scale_factor], [slope].
-BLOB_ORDER = ("weight", "scale", "slope", "mean", "variance", "scale_factor", "bias")
+BLOB_ORDER = ("weight", "scale", "slope", "value", "mean", "variance", "scale_factor", "bias")
+
+# Each blob-holding layer type's blob names in Caffe's order, as netspec's layers name them, so that a
+# .caffemodel exported without its net gets the keys `netspec export -model` writes (`conv1.weight`).
+# A one-blob Scale is taken as scale without bias (the two-bottom form, bias alone, needs the net).
+BLOB_NAMES = {
+    **dict.fromkeys(["Convolution", "Deconvolution", "InnerProduct", "Embed"], ("weight", "bias")),
+    "BatchNorm": ("mean", "variance", "scale_factor"), "Scale": ("scale", "bias"), "Bias": ("bias",),
+    "PReLU": ("slope",), "Parameter": ("value",),
+}
+
+
+def blob_keys(layer_type: str, count: int) -> list[str]:
+    """The names of a layer's `count` blobs; their indices for a type without a table entry."""
+    names = BLOB_NAMES.get(layer_type, ())
+    return list(names[:count]) if count <= len(names) else [str(i) for i in range(count)]
+
 
 _KEY = re.compile(r"^(?P<layer>.+)\.(?P<blob>\d+|[A-Za-z_]\w*)$")
 
 
-def export_state_dict(params: Mapping[str, Sequence], path) -> None:
-    """Write `params` (layer name -> blobs, tensors or arrays) as a .pt state_dict, atomically."""
+def export_state_dict(params: Mapping[str, Sequence], path, types: Mapping[str, str] | None = None) -> None:
+    """Write `params` (layer name -> blobs, tensors or arrays) as a .pt state_dict, atomically; keys
+    `<layer>.<blob name>` for the layers whose type `types` gives (see BLOB_NAMES), else
+    `<layer>.<index>`."""
     state = OrderedDict()
     for layer, blobs in params.items():
-        for i, blob in enumerate(blobs):
-            state[f"{layer}.{i}"] = torch.from_numpy(as_float32(blob).copy())
+        for key, blob in zip(blob_keys((types or {}).get(layer, ""), len(blobs)), blobs):
+            state[f"{layer}.{key}"] = torch.from_numpy(as_float32(blob).copy())
     write_state_dict(state, path)
 
 

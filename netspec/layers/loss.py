@@ -88,10 +88,11 @@ class SoftmaxWithLoss(_Classify):
     def _normalizer(self, valid):
         """Caffe's get_normalizer, including its floor of 1; `valid` is the (outer, inner) mask."""
         outer, inner = valid.shape
-        n = {N.FULL: float(outer * inner), N.BATCH_SIZE: float(outer), N.NONE: 1.0}.get(self.normalization)
+        # Sizes stay ints (symbolic under torch.export): float() would fix an exported graph's batch.
+        n = {N.FULL: outer * inner, N.BATCH_SIZE: outer, N.NONE: 1}.get(self.normalization)
         if n is None:  # VALID
             return valid.sum().to(torch.float32).clamp(min=1.0)
-        return max(1.0, n)
+        return torch.sym_max(1, n)
 
     def forward(self, x, label):
         scores, labels = self._split(x, label)
