@@ -28,6 +28,8 @@ environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, a free MASTER_
 """
 from __future__ import annotations
 
+import collections
+import datetime
 import logging
 import os
 import signal
@@ -39,11 +41,14 @@ import torch.distributed as dist
 
 from .errors import NetspecError
 from .graph import DeviceMap
+from .graph.devices import check_device
 
 log = logging.getLogger(__name__)
 
 REQUESTS = ("none", "snapshot", "stop")
 BUCKET_BYTES = 32 << 20      # diffs are reduced in flat buckets of at most this size per device
+DIST_TIMEOUT_S = 600         # a collective waiting longer than this fails the run (NETSPEC_DIST_TIMEOUT)
+AGREE_LAG = 2                # on CUDA, iterations between rank 0's request and every rank acting on it
 
 
 # ---- where this process stands -------------------------------------------------------------------
@@ -163,12 +168,30 @@ def place(spec: str | None, gpus: list[int], rank: Rank) -> Placement:
 
 
 # ---- the process group ---------------------------------------------------------------------------
+def timeout() -> datetime.timedelta:
+    """How long a collective may wait for the other ranks before the run fails (a rank that died or
+    hangs otherwise stalls the others silently): NETSPEC_DIST_TIMEOUT seconds, default 10 minutes."""
+    text = os.environ.get("NETSPEC_DIST_TIMEOUT", str(DIST_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise NetspecError(f"NETSPEC_DIST_TIMEOUT: expected seconds, found {text!r}") from None
+    if seconds <= 0:
+        raise NetspecError(f"NETSPEC_DIST_TIMEOUT: expected a positive number of seconds, found {text}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init_process_group(placement: Placement, rank: Rank) -> None:
-    """Join the launcher's process group (MASTER_ADDR/MASTER_PORT from the environment)."""
+    """Join the launcher's process group (MASTER_ADDR/MASTER_PORT from the environment), with a
+    timeout on every collective; a GPU this machine lacks is a one-line error."""
+    kwargs = {}
     if placement.backend == "nccl":
+        for g in placement.gpus or (placement.device.index or 0,):
+            check_device(torch.device("cuda", g), f"replica {rank.rank}'s GPU")
         torch.cuda.set_device(placement.device)
+        kwargs["device_id"] = placement.device      # NCCL's communicator is made at once, on this GPU
     dist.init_process_group(placement.backend, init_method="env://", rank=rank.rank,
-                            world_size=rank.world_size)
+                            world_size=rank.world_size, timeout=timeout(), **kwargs)
 
 
 def finish() -> None:
@@ -278,10 +301,45 @@ class AllReduceGradients:
 
 
 def agree(request: str, device: torch.device) -> str:
-    """Rank 0's request ('none', 'snapshot', 'stop'), on every rank."""
+    """Rank 0's request ('none', 'snapshot', 'stop'), on every rank, at once."""
     code = torch.tensor([REQUESTS.index(request) if request in REQUESTS else 0], device=device)
     dist.broadcast(code, src=0)
     return REQUESTS[int(code.item())]
+
+
+class Agreement:
+    """Rank 0's requests on every rank, without making the host wait for the GPU every iteration.
+
+    On the CPU (gloo) the broadcast is read at once. On CUDA each iteration's broadcast is queued
+    behind the iteration's work, followed by a copy into pinned host memory and an event; every
+    rank acts on the request broadcast `lag` iterations earlier, waiting (if at all) for that old
+    event only, so the GPU keeps the later iterations queued and all ranks act at the same
+    iteration. A request made in the last `lag` iterations of a run is dropped with the run."""
+
+    def __init__(self, device, lag: int = AGREE_LAG, broadcast=None):
+        self.device = torch.device(device)
+        self.lag = lag if self.device.type == "cuda" else 0
+        self.broadcast = broadcast or (lambda t: dist.broadcast(t, src=0))
+        self.pending: collections.deque = collections.deque()
+
+    def __call__(self, request: str, now: bool = False) -> str:
+        code = REQUESTS.index(request) if request in REQUESTS else 0
+        if now or self.lag == 0:
+            t = torch.tensor([code], device=self.device)
+            self.broadcast(t)
+            return REQUESTS[int(t.item())]
+        t = torch.full((1,), code, dtype=torch.int64, device=self.device)   # a fill kernel, no copy
+        self.broadcast(t)
+        host = torch.empty(1, dtype=torch.int64, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self.pending.append((host, done))
+        if len(self.pending) <= self.lag:
+            return "none"
+        host, done = self.pending.popleft()
+        done.synchronize()
+        return REQUESTS[int(host[0])]
 
 
 def share_floats(values, device: torch.device) -> list[float]:
@@ -296,7 +354,7 @@ def attach(solver) -> AllReduceGradients:
     broadcast_weights(solver.net)
     sync = AllReduceGradients(solver.net)
     solver.callbacks.append(sync)
-    solver.agree = lambda request: agree(request, solver.device)
+    solver.agree = Agreement(solver.device)
     solver.share_floats = lambda values: share_floats(values, solver.device)
     world = dist.get_world_size()
     batch = next(iter(solver.net.blob_shapes.values()), (0,))[0] if solver.net.blob_shapes else 0

@@ -290,7 +290,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert proc.stdout == ""
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_gpu_gives_caffes_numbers(tmp_path, capsys):
     blobs = np.load(DATA / "loss_net_blobs.npz")
     rc, lines, err = run_cli(["test", "-model", str(DATA / "loss_net.prototxt"), "-weights",
@@ -303,7 +303,7 @@ def test_gpu_gives_caffes_numbers(tmp_path, capsys):
     assert rows[0] == ("acc", float(blobs["acc"]), None, None)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_gpu_oversample_equals_cpu(tiny, capsys):
     model, weights = tiny(with_prob=True)
     outs = []

@@ -191,7 +191,7 @@ def test_gpu_without_cuda_is_a_one_line_error(tmp_path, capsys):
     assert rc == 1 and "CUDA device" in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_on_cuda(tmp_path, capsys):
     net = compiled(NET, device="cuda:0")
     inputs = timing.synthetic_inputs(net, "cuda:0")

@@ -207,7 +207,7 @@ def test_single_top_and_legacy_data_param_fields():
     assert torch.equal(out[0], torch.from_numpy(first[:, 27:37, 27:37] * np.float32(0.5)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_layer_gives_cuda_batches_from_pinned_memory():
     layer = DataLayer(data_net_layer(pb.TEST), [], pb.TEST, source_dir=FIX).to("cuda")
     data, label = layer()

@@ -356,7 +356,7 @@ def test_mixed_v1_and_current_layers_refused(tmp_path):
         one_line_error(e, "mixed.caffemodel", "'layers' (V1)")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_load_and_write_cuda_tensors(tmp_path):
     path = DATA / "loss_net.caffemodel"
     params = {name: [t.cuda() for t in blobs] for name, blobs in zeros_like_file(path).items()}

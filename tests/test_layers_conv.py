@@ -161,7 +161,7 @@ def test_group_devices_split_the_groups():
     _group_device_case([torch.device("cpu"), torch.device("cpu")])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_group_devices_on_gpu_and_cpu():
     _group_device_case([torch.device("cuda:0"), torch.device("cpu")])
 

@@ -111,7 +111,7 @@ def test_every_type_builds_and_runs(type_name, phase):
     assert len(layer.blobs) == len(layer.blob_names)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("type_name", sorted(SMOKE))
 def test_every_type_runs_on_cuda_as_on_cpu(type_name):
     text, shapes, tops = SMOKE[type_name]

@@ -227,7 +227,7 @@ def test_alexnet_columns_compute_bvlcs_grouped_alexnet():
     assert err <= 1e-5 * b.abs().max().item(), f"blob fc8: worst error {err:.3g} (scale {b.abs().max():.3g})"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_alexnet_both_columns_on_one_gpu():
     cpu = compile_deploy(ALEXNET, device_map="cpu")
     gpu = compile_deploy(ALEXNET, device_map="gpu0=cuda:0,gpu1=cuda:0")

@@ -369,7 +369,7 @@ def test_alexnet_columns_on_two_cpu_devices_train_as_one_device():
     assert all(not torch.equal(mapped[k], initial[k]) for k in mapped if k.endswith("/0")), "no step taken"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_alexnet_columns_on_gpus_train_as_one_gpu():
     # Without dropout: each GPU has its own generator, so the columns would draw other masks.
     second = "cuda:1" if torch.cuda.device_count() > 1 else "cuda:0"
@@ -381,6 +381,7 @@ def test_alexnet_columns_on_gpus_train_as_one_gpu():
 
 
 # ---- NCCL on real GPUs ------------------------------------------------------------------------------
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
 def test_two_gpus_of_batch_b_train_as_one_gpu_of_batch_2b(tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
@@ -392,6 +393,7 @@ def test_two_gpus_of_batch_b_train_as_one_gpu_of_batch_2b(tmp_path):
         assert_same_snapshots(two, one, it, tol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 4, reason="needs 4 CUDA devices")
 def test_two_replicas_of_two_columns_on_four_gpus(tmp_path):
     # conv2 runs on gpu1: with -gpu 0,1,2,3 rank 0 puts it on cuda:1 and rank 1 on cuda:3

@@ -97,7 +97,7 @@ def options(device: str) -> list:
     return out
 
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+CUDA = pytest.mark.cuda
 
 
 @pytest.fixture

@@ -29,6 +29,10 @@ class DeviceMap:
             self.default = self.catch_all
 
     def resolve(self, logical: str | None, layer: str | None = None) -> torch.device:
+        """The torch device a layer's logical device is bound to (checked to exist on this machine)."""
+        return check_device(self._resolve(logical, layer), layer=layer)
+
+    def _resolve(self, logical: str | None, layer: str | None = None) -> torch.device:
         if not logical:
             return self.default
         if logical in self.bindings:
@@ -45,6 +49,20 @@ class DeviceMap:
         if self.catch_all is not None:
             parts.append(str(self.catch_all))
         return f"DeviceMap({','.join(parts) or self.default})"
+
+
+def check_device(device, what: str = "device", layer: str | None = None) -> torch.device:
+    """`device` when this machine has it; a CUDA device it lacks is a one-line error instead of
+    CUDA's 'invalid device ordinal' at the first tensor placed there."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if (device.index or 0) >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise NetspecError(f"{what} {device}: this machine has {have}"
+                           + (f" (cuda:0..cuda:{count - 1})" if count else ""), layer=layer)
+    return device
 
 
 def _device(text: str, spec) -> torch.device:

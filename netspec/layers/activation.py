@@ -67,7 +67,7 @@ class Softmax(_Neuron):
         self.axis = canonical_axis(self.param.axis, len(bottom_shapes[0]), self)
 
     def forward(self, x):
-        return F.softmax(x, dim=self.axis)
+        return F.softmax(x, dim=self.axis, dtype=torch.float32).to(x.dtype)   # exp in float32 under autocast
 
 
 @register("AbsVal")

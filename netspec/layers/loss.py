@@ -95,7 +95,7 @@ class SoftmaxWithLoss(_Classify):
         return torch.sym_max(1, n)
 
     def forward(self, x, label):
-        scores, labels = self._split(x, label)
+        scores, labels = self._split(x.float(), label)     # float32 under fp16/bf16 autocast too
         valid = self._usable(labels, self._valid(labels), scores.shape[1])
         logp = F.log_softmax(scores, dim=1).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
         # The clamp changes the value only (log(FLT_MIN) floor); the gradient stays prob - 1 as in Caffe.
@@ -103,7 +103,7 @@ class SoftmaxWithLoss(_Classify):
         loss = -(logp * valid).sum() / self._normalizer(valid)
         if self.num_tops == 1:
             return loss
-        return loss, F.softmax(x, dim=self.axis)
+        return loss, F.softmax(x, dim=self.axis, dtype=torch.float32).to(x.dtype)
 
 
 @register("EuclideanLoss")
@@ -120,7 +120,8 @@ class EuclideanLoss(Layer):
         return [()]
 
     def forward(self, a, b):
-        return ((a - b.reshape(a.shape)) ** 2).sum() / (2.0 * a.shape[0])
+        # float32: a squared difference of 256 already overflows float16
+        return ((a.float() - b.reshape(a.shape).float()) ** 2).sum() / (2.0 * a.shape[0])
 
 
 @register("Accuracy")

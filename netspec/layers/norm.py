@@ -39,6 +39,9 @@ class LRN(Layer):
         return [bottom_shapes[0]]
 
     def forward(self, x):
+        # In float32 whatever autocast gave us: x² overflows float16 from |x| = 256 (AlexNet's conv1
+        # on 0-255 pixels reaches that), and the loss scaler would then shrink for ever.
+        out_dtype, x = x.dtype, x.float()
         pre = (self.size - 1) // 2
         sq = x * x
         if self.across:
@@ -58,7 +61,7 @@ class LRN(Layer):
                 pad = pre
             mean = F.avg_pool2d(sq, self.size, stride=1, padding=pad, count_include_pad=True)
             scale = 1.0 + self.alpha * mean
-        return x * scale.pow(-self.beta)
+        return (x * scale.pow(-self.beta)).to(out_dtype)
 
 
 @register("BatchNorm")

@@ -31,6 +31,7 @@ from google.protobuf import text_format
 from ..errors import NetspecError
 from ..frontend import prepare_net, test_net_sources, train_net_source
 from ..graph import DeviceMap, compile_net
+from ..graph.devices import check_device
 from ..layers.loss import label_error, label_flags
 from ..formats.caffemodel import load_weights
 from ..proto import pb
@@ -61,7 +62,7 @@ def default_device(sp: pb.SolverParameter) -> torch.device:
     """solver_mode/device_id as caffe.cpp reads them: GPU only when the file says so explicitly."""
     if sp.HasField("solver_mode") and sp.solver_mode == pb.SolverParameter.GPU:
         if torch.cuda.is_available():
-            return torch.device("cuda", sp.device_id)
+            return check_device(torch.device("cuda", sp.device_id), "solver device_id:")
         log.warning("solver_mode is GPU but no CUDA device is available: training on the CPU")
     return torch.device("cpu")
 
@@ -99,7 +100,7 @@ class Solver:
         check_snapshot_prefix(sp, source)
         self.force_prefix = False        # train even when another process uses the snapshot_prefix
         self.rank, self.world_size = rank, world_size
-        self.device = torch.device(device) if device is not None else default_device(sp)
+        self.device = check_device(device, "solver device") if device is not None else default_device(sp)
         self.device_map = fit_device_map(device_map or sp.device_map or None, self.device)
         if self.root:
             log.info("Initializing solver from parameters: \n%s", text_format.MessageToString(sp).rstrip())
