@@ -1,0 +1,221 @@
+"""The inference path of a compiled TEST net: one torch.fx graph run under torch.inference_mode, with
+rewrites that only an inference can afford (what OpenCV's dnn module does to Caffe models).
+
+Every rewrite stays inside an in-place chain, the layers that overwrite one blob one after another
+(`conv1` -> `bn_conv1` -> `scale_conv1` -> `conv1_relu` all writing blob `conv1`, as ResNet's and
+GoogLeNet's prototxts are written). Caffe keeps only a blob's last version, so the versions inside a
+chain are never visible, and every blob a user can read keeps its own value:
+
+- Dropout at TEST is the identity: its top is its bottom, nothing runs.
+- BatchNorm with global statistics, and a per-channel Scale after it, right after the Convolution that
+  wrote the blob: folded into that convolution's weights and bias (worked out in float64). The folded
+  weights are cached and worked out again when any of their blobs changes (its torch version counter
+  or storage; a blob handed out to numpy by pycaffe is also compared with the copy the fold used).
+- BatchNorm (+ Scale) elsewhere: one per-channel multiply-add instead of four passes.
+- ReLU in place on a fresh result (a convolution, inner product, pooling, ...): computed in place.
+
+Anything a rewrite does not cover runs as the layer itself. Outputs equal the eager net's within
+1e-5 of each blob's largest value (tests/test_graph_inference.py).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..proto import pb
+
+# Layers whose result is a new tensor no other blob shares, so an in-place ReLU may overwrite it.
+_FRESH = {"Convolution", "InnerProduct", "Pooling", "LRN", "Eltwise", "Deconvolution", "Scale", "BatchNorm"}
+
+
+@dataclass
+class _Chain:
+    """Steps [first, last] writing one blob, run as one folded convolution or affine."""
+    conv: object | None          # the Convolution layer, or None for a lone BatchNorm(+Scale)
+    bn: object | None
+    scale: object | None
+    relu: object | None
+    last: int
+    sources: list = field(default_factory=list)
+
+
+def _per_channel_scale(layer, blob_shape) -> bool:
+    return (layer is not None and layer.type == "Scale" and len(layer.lp.bottom) == 1 and layer.start == 1
+            and len(layer.scale.shape) == 1 and layer.scale.shape[0] == blob_shape[1])
+
+
+def _in_place(step, blob: str, kind: str) -> bool:
+    return (step.layer.type == kind and not step.is_input and step.bottoms == [blob] and step.tops == [blob]
+            and not step.transfers)
+
+
+def _chain_at(net, k: int) -> _Chain | None:
+    """The in-place chain starting at step k, if a rewrite covers it."""
+    steps, step = net.steps, net.steps[k]
+    layer = step.layer
+    if len(step.tops) != 1 or step.transfers:
+        return None
+    blob = step.tops[0]
+    conv = layer if (layer.type == "Convolution" and len(step.bottoms) == 1 and layer.axis == 1
+                     and len(layer.kernel) == 2 and layer.group_devices is None) else None
+    bn = scale = relu = None
+    if conv is not None:
+        j = k + 1
+        if j < len(steps) and _in_place(steps[j], blob, "BatchNorm") and steps[j].layer.use_global_stats:
+            bn, j = steps[j].layer, j + 1
+    elif layer.type == "BatchNorm" and layer.use_global_stats and len(step.bottoms) == 1:
+        bn, j = layer, k + 1     # a lone BatchNorm reads its bottom and writes a new tensor
+    else:
+        return None
+    if bn is not None and j < len(steps) and _in_place(steps[j], blob, "Scale") \
+            and _per_channel_scale(steps[j].layer, net.blob_shapes[blob]):
+        scale, j = steps[j].layer, j + 1
+    if conv is not None and j < len(steps) and _in_place(steps[j], blob, "ReLU"):
+        relu, j = steps[j].layer, j + 1
+    if bn is None:
+        return None          # a convolution alone (its in-place ReLU still runs in place, see below)
+    chain = _Chain(conv, bn, scale, relu, j - 1)
+    chain.sources = [t for l in (conv, bn, scale) if l is not None for t in l.blobs]
+    return chain
+
+
+class _Folded(nn.Module):
+    """A convolution with BatchNorm (+ Scale) folded in, or a lone per-channel affine; cached."""
+
+    def __init__(self, chain: _Chain):
+        super().__init__()
+        self.chain = chain
+        self._key = None
+        self._copies: list[torch.Tensor] = []
+        self.weight = self.bias = None
+
+    def _affine(self):
+        """y = x·a + c per channel, from BatchNorm's global statistics and the Scale after it (float64)."""
+        bn, sc = self.chain.bn, self.chain.scale
+        sf = float(bn.scale_factor[0])
+        inv = 0.0 if sf == 0 else 1.0 / sf
+        mean, var = bn.mean.double() * inv, bn.variance.double() * inv
+        a = 1.0 / torch.sqrt(var + bn.eps)
+        c = -mean * a
+        if sc is not None:
+            g = sc.scale.double()
+            a, c = a * g, c * g
+            if sc.bias_term:
+                c = c + sc.bias.double()
+        return a, c
+
+    def _current(self) -> bool:
+        key = tuple((t._version, t.data_ptr()) for t in self.chain.sources)
+        if key != self._key:
+            return False
+        exposed = [(t, c) for t, c in zip(self.chain.sources, self._copies) if getattr(t, "_netspec_exposed", False)]
+        # a blob exposed since the last fold has no copy yet (its entry is the blob itself)
+        return all(c is not t and torch.equal(t, c) for t, c in exposed)
+
+    def refresh(self) -> None:
+        if self._current():
+            return
+        with torch.no_grad():
+            a, c = self._affine()
+            conv = self.chain.conv
+            if conv is not None:
+                w = conv.weight.double() * a.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+                b = (conv.bias.double() * a if conv.bias_term else 0) + c
+                self.weight, self.bias = w.to(conv.weight.dtype), b.to(conv.weight.dtype)
+            else:
+                self.weight, self.bias = a.float(), c.float()
+        self._copies = [t.detach().clone() if getattr(t, "_netspec_exposed", False) else t
+                        for t in self.chain.sources]
+        self._key = tuple((t._version, t.data_ptr()) for t in self.chain.sources)
+
+    def forward(self, x):
+        self.refresh()
+        conv = self.chain.conv
+        if conv is not None:
+            y = F.conv2d(x, self.weight.to(x.device), self.bias.to(x.device), stride=conv.stride, padding=conv.pad,
+                         dilation=conv.dilation, groups=conv.group)
+        else:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = torch.addcmul(self.bias.to(x.device).reshape(shape), x, self.weight.to(x.device).reshape(shape))
+        relu = self.chain.relu
+        return y if relu is None else _relu_(y, relu.slope)
+
+
+def _relu_(y, slope: float):
+    return F.leaky_relu_(y, slope) if slope else y.relu_()
+
+
+def _node_name(text: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", text) or "v"
+    base = "_" + base if base[0].isdigit() else base
+    out, k = base, 1
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
+    """A GraphModule computing `outputs` (default: every blob's last version) of TEST net `net`
+    from its input blobs, with the rewrites above. Call it under torch.inference_mode()."""
+    root = nn.Module()
+    root.net = net
+    graph = fx.Graph()
+    taken: set[str] = set()
+    current = {b: graph.placeholder(_node_name(b, taken)) for b in net.input_names}
+    fresh: set[str] = set()          # blobs whose current tensor no other blob shares
+    k = 0
+    while k < len(net.steps):
+        step = net.steps[k]
+        if step.is_input:
+            k += 1
+            continue
+        chain = _chain_at(net, k) if net.phase == pb.TEST else None
+        if chain is not None:
+            fresh.discard(step.bottoms[0])
+            name = f"fold{len(root._modules)}"
+            root.add_module(name, _Folded(chain))
+            node = graph.call_module(name, (current[step.bottoms[0]],))
+            node.name = _node_name(step.tops[0], taken)
+            current[step.tops[0]] = node
+            fresh.add(step.tops[0])
+            k = chain.last + 1
+            continue
+        k += 1
+        layer = step.layer
+        if layer.type == "Dropout" and net.phase == pb.TEST and not step.transfers:
+            current[step.tops[0]] = current[step.bottoms[0]]
+            fresh.difference_update((step.tops[0], step.bottoms[0]))
+            continue
+        if _in_place(step, step.tops[0], "ReLU") and step.tops[0] in fresh:
+            node = graph.call_function(_relu_, (current[step.tops[0]], float(layer.slope)))
+            node.name = _node_name(step.tops[0], taken)
+            current[step.tops[0]] = node
+            continue
+        fresh.difference_update(step.bottoms)     # read since it was made: a view of it may live on
+        args = []
+        moved = {blob: graph.call_method("to", (current[blob], step.device)) for blob, _, _ in step.transfers}
+        for b, d in zip(step.bottoms, step.detach):
+            args.append(moved.get(b, current[b]))
+        node = graph.call_module(f"net.{step.attr}", tuple(args))
+        node.name = _node_name(step.layer.name, taken)
+        if len(step.tops) == 1:
+            current[step.tops[0]] = node
+        else:
+            for j, t in enumerate(step.tops):
+                current[t] = graph.call_function(_getitem, (node, j))
+        for t in step.tops:
+            (fresh.add if layer.type in _FRESH and len(step.tops) == 1 else fresh.discard)(t)
+    wanted = list(current) if outputs is None else list(outputs)
+    graph.output({b: current[b] for b in wanted})
+    gm = fx.GraphModule(root, graph, class_name="Inference")
+    gm.graph.lint()
+    return gm
+
+
+def _getitem(seq, i):
+    return seq[i]
