@@ -217,11 +217,13 @@ def _infogain_ref(x, y, h, ignore=None):
 def test_infogain_as_caffe_test_with_prob_top():
     layer = make_layer('type: "InfogainLoss" infogain_loss_param { axis: 2 } loss_weight: 1 loss_weight: 0',
                        [INFO_X.shape, INFO_Y.shape, INFO_H.shape], tops=2)
-    loss, prob = layer(*(torch.tensor(a, dtype=torch.float32) for a in (INFO_X, INFO_Y, INFO_H)))
+    x = torch.tensor(INFO_X, dtype=torch.float32, requires_grad=True)
+    loss, prob = layer(x, *(torch.tensor(a, dtype=torch.float32) for a in (INFO_Y, INFO_H)))
     want, want_prob, _ = _infogain_ref(INFO_X, INFO_Y, INFO_H)
     assert layer.top_shapes == [(), INFO_X.shape]
     np.testing.assert_allclose(prob.numpy(), want_prob, atol=1e-6)
     assert abs(loss.item() - want / 16) < 1e-6 * max(1, abs(want / 16))
+    assert not prob.requires_grad  # as Caffe's Backward_cpu, which reads the loss top's diff only
 
 
 def test_infogain_gradient():

@@ -275,4 +275,5 @@ class InfogainLoss(_Loss):
         loss = loss / _normalizer(self.normalization, outer, labels.shape[1], valid)
         if self.num_tops == 1:
             return loss
-        return loss, prob.reshape(shape).to(x.dtype)
+        # Caffe's backward reads only the loss top's diff: nothing flows back through the prob top
+        return loss, prob.detach().reshape(shape).to(x.dtype)
