@@ -196,3 +196,43 @@ def test_non_finite_loss_found_at_display_names_its_iteration_and_skips_every_up
     solver.net.params()["ip2"][0].data.normal_()
     solver.step(1)                         # training can go on from there
     assert solver.iter == 3
+
+
+# ---- speed options follow the layers' devices -----------------------------------------------------
+class _NetOn:
+    """A net whose layers sit on cuda:0 (Placed) while the solver's device is the CPU."""
+
+    def __init__(self):
+        self.weight = Placed(torch.ones(2), 0)
+
+    def parameters(self):
+        return iter([self.weight])
+
+    def buffers(self):
+        return iter([])
+
+
+def test_speed_options_follow_the_layers_devices(monkeypatch):
+    from netspec.solver import speed
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    sp = pb.SolverParameter(precision="bf16", cudnn_benchmark=True)
+    dtype, scaler = speed.configure(_NetOn(), sp, torch.device("cpu"))
+    assert dtype is torch.bfloat16 and scaler is None
+    assert torch.backends.cudnn.benchmark, "--device-map gpu0=cuda:0 with a CPU solver: no autotuning"
+    entered, real = [], torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: (entered.append(device_type),
+                                                                       real("cpu", dtype))[1])
+    with speed.autocast(speed.net_devices(_NetOn(), "cpu") + [torch.device("cpu")], dtype):
+        pass
+    assert entered == ["cuda", "cpu"]
+
+
+def test_solver_autocasts_on_its_nets_devices(tmp_path, monkeypatch):
+    solver = make_solver(tmp_path, 'precision: "bf16"', device="cpu")
+    assert solver._devices == [torch.device("cpu")]
+    entered, real = [], torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: (entered.append((device_type, dtype)),
+                                                                       real(device_type, dtype))[1])
+    with torch.no_grad():
+        solver._forward(solver.net)
+    assert entered == [("cpu", torch.bfloat16)]

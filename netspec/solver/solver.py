@@ -131,6 +131,7 @@ class Solver:
         self._fns: dict = {}
         self._inputs: dict = {}
         self._autocast, self._scaler = speed.configure(self.net, sp, self.device, source)
+        self._devices = speed.net_devices(self.net, self.device)   # autocast on the layers' devices
         self.deferred = DeferredReads()  # device values read at display time (losses, clip, overflow)
         self._bad = None                 # on the device: a loss since the last read was not finite
 
@@ -201,7 +202,7 @@ class Solver:
 
     def _forward(self, net) -> dict:
         fn, inputs = self._fn(net)
-        with speed.autocast(self.device, self._autocast):
+        with speed.autocast(self._devices, self._autocast):
             return fn(*inputs)
 
     def forward_backward(self) -> torch.Tensor | float:
@@ -209,7 +210,7 @@ class Solver:
         0-dim tensor, left on its device so that the host does not wait for it)."""
         if self.param.debug_info and self.root:
             _, inputs = self._fn(self.net)
-            with speed.autocast(self.device, self._autocast):
+            with speed.autocast(self._devices, self._autocast):
                 blobs, loss = debug.forward_backward(self.net, dict(zip(self.net.input_names, inputs)),
                                                      self._scaler.scaled if self._scaler else (lambda x: x))
             self._outputs = {b: blobs[b].detach() for b in self.net.output_names}

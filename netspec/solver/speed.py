@@ -19,6 +19,7 @@ torch_compile is checked against eager by tests/test_models.py (the CaffeNet dep
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 
 import torch
@@ -36,11 +37,25 @@ def autocast_dtype(precision: str, source=None):
     return PRECISIONS[precision]
 
 
-def autocast(device: torch.device, dtype):
-    """A forward-pass autocast context (nothing for fp32)."""
+def net_devices(net, default) -> list[torch.device]:
+    """The devices the net's layers were placed on (its blobs and buffers), in first-seen order; a
+    device map can put layers on GPUs while the solver's own device is the CPU, and the reverse."""
+    found = dict.fromkeys(t.device for t in itertools.chain(net.parameters(), net.buffers()))
+    return list(found) or [torch.device(default)]
+
+
+@contextlib.contextmanager
+def autocast(devices, dtype):
+    """A forward-pass autocast context on every device type in `devices` (nothing for fp32)."""
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+        yield
+        return
+    if isinstance(devices, (str, torch.device)):
+        devices = [devices]
+    with contextlib.ExitStack() as stack:
+        for kind in dict.fromkeys(torch.device(d).type for d in devices):
+            stack.enter_context(torch.autocast(device_type=kind, dtype=dtype))
+        yield
 
 
 class LossScaler:
@@ -94,18 +109,21 @@ def _overflow_report(found_and_scale) -> None:
 
 
 def configure(net, sp, device: torch.device, source=None):
-    """Apply channels_last and cudnn_benchmark to `net`; return (autocast dtype, LossScaler or None)."""
+    """Apply channels_last and cudnn_benchmark to `net`; return (autocast dtype, LossScaler or None).
+    The options follow the devices of the net's layers, not only the solver's default `device`."""
     dtype = autocast_dtype(sp.precision, source)
+    devices = net_devices(net, device)
+    gpus = [d for d in devices if d.type == "cuda"]
     if dtype is not None:
         log.info("Mixed precision: forward in %s autocast%s", sp.precision,
                  ", dynamic loss scaling" if dtype is torch.float16 else "")
     if sp.channels_last:
         net.to(memory_format=torch.channels_last)
         log.info("Using channels_last memory format")
-    if sp.cudnn_benchmark and device.type == "cuda":
+    if sp.cudnn_benchmark and gpus:
         torch.backends.cudnn.benchmark = True
         log.info("cuDNN autotuning (cudnn_benchmark) on")
-    return dtype, LossScaler(device=device) if dtype is torch.float16 else None
+    return dtype, LossScaler(device=gpus[0] if gpus else device) if dtype is torch.float16 else None
 
 
 def compiled(fn, sp):
