@@ -108,7 +108,10 @@ class Net:
         for b, w in self._net.loss_weights.items():   # Caffe seeds a loss top's diff with its weight, once
             self.blobs[b]._set_diff(torch.full(self.blobs[b].shape, float(w)))
         if weights:
-            for w in str(weights).split(","):
+            # a path holding a comma (02-fine-tuning saves 'weights.pretrained, end-to-end.caffemodel')
+            # is one file, as pycaffe reads it; otherwise a list as `caffe train -weights a,b`
+            one = os.path.exists(str(weights))
+            for w in [str(weights)] if one else str(weights).split(","):
                 self.copy_from(w)
 
     # ---- pycaffe attributes ------------------------------------------------------------------
