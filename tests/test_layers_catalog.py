@@ -190,7 +190,7 @@ def _check(net, type_name):
         net.blobs[f"b{i}"].data[...] = _values(kind, shape, rng)
     if type_name == "MemoryData":
         net.set_input_arrays(rng.uniform(size=(2, 3, 2, 2)).astype(np.float32), np.zeros(2, np.float32))
-    compiled = [s.layer for s in net.compiled.steps if s.layer.name == "x"][0].top_shapes
+    compiled = next(s.layer for s in net.compiled.steps if s.layer.name == "x").top_shapes
     net.forward()
     for i in range(tops):
         data = net.blobs[f"t{i}"].data

@@ -15,6 +15,7 @@ from gradcheck import check_gradients
 from layer_runner import make_layer
 from layers2_runner import mismatches
 from netspec.errors import NetspecError
+from netspec.formats.caffemodel import read_weights
 
 
 @pytest.mark.parametrize("name", ["batch_reindex", "filter", "embed", "crop_axis2_offset", "tile_axis1",
@@ -233,3 +234,22 @@ def test_batch_reindex_index_past_the_batch_is_an_error(tmp_path):
     with pytest.raises(NetspecError, match=rf"^{path}:5: layer 'reindex': index \(bottom 'ids'\) 4 at position 3 "
                                            r"is out of range \[0, 4\)$"):
         net.forward(x=np.zeros((4, 2)), ids=np.array([0, 1, 2, 4.0]), sel=np.ones(4))
+
+
+def test_parameter_blob_is_learned_by_the_solver_and_snapshotted(tmp_path, monkeypatch):
+    """SGD on ½N⁻¹Σ(p - 3)² (EuclideanLoss, N = 2) from p = 0: p_k = 3·(1 - (1 - lr/N)^k) exactly."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "t" type: "DummyData" top: "t" dummy_data_param { shape { dim: 2 dim: 3 } '
+        'data_filler { type: "constant" value: 3 } } }\n'
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "t" top: "loss" }\n')
+    (tmp_path / "solver.prototxt").write_text('net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed" max_iter: 5 '
+                                              'snapshot_prefix: "p" random_seed: 1 solver_mode: CPU\n')
+    solver = netspec.get_solver("solver.prototxt")
+    solver.step(5)
+    want = 3 * (1 - (1 - 0.1 / 2) ** 5)
+    np.testing.assert_allclose(solver.net.params["p"][0].data, np.full((2, 3), want), rtol=1e-6)
+    solver.snapshot()
+    np.testing.assert_allclose(read_weights(tmp_path / "p_iter_5.caffemodel")["p"][1][0], np.full((2, 3), want),
+                               rtol=1e-6)

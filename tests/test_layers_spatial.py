@@ -146,8 +146,8 @@ def test_spp_gradient(pool):
 @pytest.mark.parametrize("text, shape, words", [
     ("", (1, 2, 5, 5), "pyramid_height must be given and at least 1"),
     ("spp_param { pyramid_height: 2 }", (2, 5, 5), "SPP needs 4 axes"),
-    ("spp_param { pyramid_height: 3 }", (1, 2, 5, 5), r"pyramid level 2 \(4x4 bins\) of a 5x5 bottom needs pad \(2, 2\) "
-                                                      r"not smaller than kernel \(2, 2\)"),
+    ("spp_param { pyramid_height: 3 }", (1, 2, 5, 5),
+     r"pyramid level 2 \(4x4 bins\) of a 5x5 bottom needs pad \(2, 2\) not smaller than kernel \(2, 2\)"),
 ])
 def test_spp_bad_parameters(text, shape, words):
     with pytest.raises(NetspecError, match=words):

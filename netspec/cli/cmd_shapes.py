@@ -9,10 +9,8 @@ Net::Init sets up each layer ("Top shape: 128 96 55 55 (37171200)").
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..errors import NetspecError
-from ..proto import pb
 from ..graph.inspect import compile_for_inspection
 from .args import add_input_shapes, add_net_state
 

@@ -50,12 +50,9 @@ class ArgMax(Layer):
         if self.axis is None:
             values, index = _top_k(x.reshape(x.shape[0], -1), 1, self.top_k)
             parts = [index, values] if self.out_max_val else [index]
-            return torch.stack(parts, 1).reshape(self.top_shapes_for(x))
+            return torch.stack(parts, 1).reshape(self.infer_top_shapes([tuple(x.shape)])[0])
         values, index = _top_k(x, self.axis, self.top_k)
         return values if self.out_max_val else index
-
-    def top_shapes_for(self, x):
-        return self.infer_top_shapes([tuple(x.shape)])[0]
 
 
 def _top_k(x, dim: int, k: int):
