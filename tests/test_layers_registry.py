@@ -80,7 +80,12 @@ LABELLED = {"Accuracy", "SoftmaxWithLoss", "BatchReindex", "Filter", "HingeLoss"
             "MultinomialLogisticLoss"}
 IDS = {"Embed"}  # bottom 0 holds ids < 2
 DATA_BATCH = {"Filter"}  # the tops' batch size depends on the data (the whole batch before any)
-NEEDS_FILES = {"Data": "reads an LMDB; tested in the Data layer's own tests"}
+NEEDS_FILES = {"Data": "reads an LMDB; tested in the Data layer's own tests",
+               "HDF5Data": "reads .h5 files; tested in test_layers_hdf5.py",
+               "HDF5Output": "writes an .h5 file; tested in test_layers_hdf5.py",
+               "ImageData": "reads image files; tested in test_layers_image_data.py",
+               "WindowData": "reads a window file and images; tested in test_layers_window_data.py",
+               "MemoryData": "serves arrays given by Net.set_input_arrays; tested in test_layers_memory_data.py"}
 
 
 def _bottoms(type_name, shapes):
