@@ -1,5 +1,5 @@
 """pycaffe's `caffe.classifier` under netspec's name; the implementation is
 netspec/pycaffe/classifier.py."""
-from .pycaffe.classifier import Classifier  # noqa: F401
+from .pycaffe.classifier import Classifier
 
 __all__ = ["Classifier"]

@@ -1,6 +1,6 @@
 """pycaffe's `caffe.coord_map` under netspec's name (`from netspec.coord_map import crop`); the
 implementation is netspec/pycaffe/coord_map.py."""
-from .pycaffe.coord_map import (PASS_THROUGH_LAYERS, AxisMismatchException, CropError,  # noqa: F401
+from .pycaffe.coord_map import (PASS_THROUGH_LAYERS, AxisMismatchException, CropError,
                                 UnconnectedError, UndefinedMapException, compose, conv_params, coord_map,
                                 coord_map_from_to, crop, crop_params, inverse)
 

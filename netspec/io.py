@@ -3,7 +3,7 @@
 The implementation is netspec/pycaffe/io.py; netspec's own readers and writers of Caffe's files are
 netspec.formats.
 """
-from .pycaffe.io import (ArrayError, Transformer, array_to_blobproto, array_to_datum,  # noqa: F401
+from .pycaffe.io import (ArrayError, Transformer, array_to_blobproto, array_to_datum,
                          arraylist_to_blobprotovector_str, blobproto_to_array,
                          blobprotovector_str_to_arraylist, datum_to_array, load_image, oversample,
                          resize_image)

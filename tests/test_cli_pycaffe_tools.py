@@ -10,6 +10,7 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
+from test_pycaffe_classifier import DEPLOY
 
 import netspec as caffe
 from netspec.classifier import Classifier
@@ -18,8 +19,6 @@ from netspec.data import db as dbmod
 from netspec.data.datum import mat_to_datum
 from netspec.detector import Detector
 from netspec.proto import pb
-
-from test_pycaffe_classifier import DEPLOY
 
 DATA = Path(__file__).parent / "data"
 
@@ -217,7 +216,7 @@ def test_device_query_reports_what_torch_sees(capsys):
     rc, out, _ = run_cmd(capsys, "device-query")
     assert rc == 0
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    assert f"CUDA devices:" in out and out.split("CUDA devices:")[1].split()[0] == str(count)
+    assert "CUDA devices:" in out and out.split("CUDA devices:")[1].split()[0] == str(count)
     for i in range(count):
         assert torch.cuda.get_device_name(i) in out
 

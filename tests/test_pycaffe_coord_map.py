@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import netspec as caffe
-from netspec import layers as L, params as P
+from netspec import layers as L
+from netspec import params as P
 from netspec.coord_map import coord_map_from_to, crop
 from netspec.errors import NetspecError
 

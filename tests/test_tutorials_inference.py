@@ -9,9 +9,9 @@ import csv
 
 import numpy as np
 import pytest
+from tutorial_data import SIDE, caffe_tree, mini_caffenet
 
 import netspec as caffe
-from tutorial_data import SIDE, caffe_tree, mini_caffenet
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ import textwrap
 import cv2
 import numpy as np
 import pytest
+from tutorial_data import SIDE, caffe_tree, smooth_image
 
 import netspec as caffe
-from netspec import layers as L, params as P
-from tutorial_data import SIDE, caffe_tree, smooth_image
+from netspec import layers as L
+from netspec import params as P
 
 CLASSES = 20
 MEAN = np.array([104.0, 117.0, 123.0], np.float32)  # BGR, as the notebook's SimpleTransformer

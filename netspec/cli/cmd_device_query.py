@@ -43,7 +43,7 @@ def _ids(flag: str, count: int) -> list[int]:
 def device_lines(i: int) -> list[str]:
     import torch
     prop = torch.cuda.get_device_properties(i)
-    free, total = torch.cuda.mem_get_info(i)
+    free, _ = torch.cuda.mem_get_info(i)
     rows = [("Device id", i), ("Name", prop.name), ("Major revision number", prop.major),
             ("Minor revision number", prop.minor), ("Total global memory", prop.total_memory),
             ("Free memory now", free)]

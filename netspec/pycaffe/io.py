@@ -58,7 +58,7 @@ def arraylist_to_blobprotovector_str(arraylist):
     return pb.BlobProtoVector(blobs=[array_to_blobproto(a) for a in arraylist]).SerializeToString()
 
 
-def blobprotovector_str_to_arraylist(str):  # noqa: A002 - pycaffe's parameter name
+def blobprotovector_str_to_arraylist(str):
     """The arrays of a serialized BlobProtoVector."""
     vec = pb.BlobProtoVector()
     vec.ParseFromString(str)
@@ -278,7 +278,7 @@ def resize_image(im, new_dims, interp_order=1):
     new_dims = tuple(int(d) for d in new_dims)
     if im.shape[-1] not in (1, 3):
         # ndimage.zoom's output size is round(size · zoom), zoom = new / old
-        dims = [int(round(s * (n / s))) for s, n in zip(im.shape[:2], new_dims)]
+        dims = [round(s * (n / s)) for s, n in zip(im.shape[:2], new_dims)]
         return _interpolate(im, dims, True, interp_order).astype(np.float32)
     lo, hi = im.min(), im.max()
     if not hi > lo:  # a constant image: no range to normalise

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from ..errors import NetspecError
-from .log import _ITERATION, _OUTPUT, _LR, _time
+from .log import _ITERATION, _LR, _OUTPUT, _time
 
 
 def _lines(path: Path) -> list[str]:
