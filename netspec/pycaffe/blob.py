@@ -16,7 +16,8 @@ def _host(t: torch.Tensor) -> np.ndarray:
 class Blob:
     """A named blob: `.data` and `.diff` as numpy arrays over the net's CPU tensors. Each is one array
     object for as long as the blob keeps its shape (as pycaffe's, whose arrays are the blob's memory):
-    a forward copies its results into the blob's tensors instead of replacing them."""
+    once handed out, a forward copies its results into the array's tensor instead of replacing it
+    (blobs nobody looked at cost no copy)."""
 
     def __init__(self, data: torch.Tensor, diff: torch.Tensor | None = None):
         self._data, self._diff = data, diff
@@ -28,11 +29,12 @@ class Blob:
         return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
 
     def _bind(self, data: torch.Tensor, alias: bool = False):
-        """Hold new data: copied into the blob's tensor when the shape is the same (the arrays handed
-        out stay valid), else taken (the diff goes, as in Caffe's Reshape). `alias`: take the tensor
-        itself (DummyData's constant tops, whose writes must reach the layer)."""
+        """Hold new data. Once `.data` has been handed out, values of the same shape are copied into
+        the blob's tensor so that the array stays valid; otherwise the tensor is taken as it is (no
+        copy), and the diff goes if the shape changed (Caffe's Reshape). `alias`: always take the
+        tensor itself (DummyData's constant tops, whose writes must reach the layer)."""
         data = data.detach()
-        if not alias and self._same(data, self._data):
+        if not alias and self._arrays[0] is not None and self._same(data, self._data):
             if data.data_ptr() != self._data.data_ptr():
                 with torch.no_grad():
                     self._data.copy_(data)
@@ -40,15 +42,16 @@ class Blob:
             return
         if self._diff is not None and tuple(self._diff.shape) != tuple(data.shape):
             self._diff = None
-        self._data, self._hdata = (data if alias else data.clone()), None
+        self._data, self._hdata = data, None
 
     def _set_diff(self, diff: torch.Tensor):
         diff = diff.detach()
-        if self._diff is not None and self._same(diff, self._diff):
-            with torch.no_grad():
-                self._diff.copy_(diff)
+        if self._arrays[1] is not None and self._diff is not None and self._same(diff, self._diff):
+            if diff.data_ptr() != self._diff.data_ptr():
+                with torch.no_grad():
+                    self._diff.copy_(diff)
         else:
-            self._diff = diff.clone()
+            self._diff = diff
         self._hdiff = None
 
     def _diff_tensor(self) -> torch.Tensor:
@@ -151,6 +154,10 @@ class _ParamBlob(Blob):
 
     @property
     def data(self) -> np.ndarray:
+        if self._data.device.type == "cpu":
+            # numpy writes into the Parameter's memory bump no torch version counter: folded
+            # inference weights compare such blobs with their copies (graph/inference.py)
+            self._data._netspec_exposed = True
         self._hdata = self._mirror(self._data, 0, self._hdata)
         return self._hdata
 
