@@ -186,8 +186,18 @@ class Cursor:
         return key, value
 
     def skip(self, n: int) -> None:
-        for _ in range(n):
-            self.read()
+        """Move past `n` records (wrapping) without copying their values: a sharded reader skips
+        the other ranks' records this way, and whole passes over the database are not walked."""
+        n = int(n) % self.entries
+        try:
+            if self._cur is None:
+                self._open()
+            cur = self._cur
+            for _ in range(n):
+                if not cur.next():
+                    cur.first()
+        except lmdb.Error as e:
+            raise corrupt(self.path, None, e) from None
 
     def close(self) -> None:
         if self._txn is not None:

@@ -122,9 +122,10 @@ class BatchReader:
         if self._to_skip:
             self.cursor.skip(self._to_skip)
             self._to_skip = 0
-        while self.shard and self.offset % self.world_size != self.rank:
-            self.cursor.skip(1)
-            self.offset += 1
+        if self.shard:   # the other ranks' records before this rank's next one, in one cursor move
+            gap = (self.rank - self.offset) % self.world_size
+            self.cursor.skip(gap)
+            self.offset += gap
         self.offset += 1
         return self.cursor.read()
 
