@@ -1,9 +1,11 @@
-"""`netspec draw` and netspec/draw.py: DOT text naming every layer and blob with shapes, AlexNet's
-devices coloured with a legend and its copies marked, rendering through Graphviz when installed."""
+"""`netspec draw`, netspec/diagram.py and netspec/diagram_layout.py: every layer and blob with shapes,
+layers filled by type with draw_net's colours, AlexNet's devices framed with a legend and its copies
+marked; SVG and PNG drawn without Graphviz, long nets wrapped to a readable shape."""
 from __future__ import annotations
 
 import re
-import shutil
+import struct
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -51,14 +53,18 @@ def test_blobs_are_ellipses_with_shapes(alexnet_dot):
     assert '"blob:conv1_0:1" -> "layer:norm1_0";' in alexnet_dot
 
 
-def test_devices_are_coloured_with_a_legend(alexnet_dot):
+def test_devices_frame_their_nodes_and_layers_are_filled_by_type(alexnet_dot):
     nodes = _nodes(alexnet_dot)
-    fill = {d: re.search(r'fillcolor="([^"]+)"', nodes[f"legend:{d}"]).group(1) for d in ("gpu0", "gpu1")}
-    assert fill["gpu0"] != fill["gpu1"]
-    assert f'fillcolor="{fill["gpu0"]}"' in nodes["layer:conv2_0"]
-    assert f'fillcolor="{fill["gpu1"]}"' in nodes["layer:conv2_1"]
-    assert f'fillcolor="{fill["gpu1"]}"' in nodes["blob:pool2_1:0"]
-    assert 'fillcolor="white"' in nodes["layer:data"]
+    frame = {d: re.search(r'color="([^"]+)"', nodes[f"legend:{d}"].replace("fillcolor", "")).group(1)
+             for d in ("gpu0", "gpu1")}
+    assert frame["gpu0"] != frame["gpu1"]
+    assert f'color="{frame["gpu0"]}"' in nodes["layer:conv2_0"].replace("fillcolor", "")
+    assert f'color="{frame["gpu1"]}"' in nodes["blob:pool2_1:0"].replace("fillcolor", "")
+    # draw_net's fills: convolutions red, pooling orange, inner products purple, in-place neurons green
+    for layer, fill in (("conv2_0", "#FF5050"), ("pool1_1", "#FF9900"), ("fc8", "#CC33FF"),
+                        ("relu1_0", "#90EE90"), ("norm1_0", "#6495ED")):
+        assert f'fillcolor="{fill}"' in nodes[f"layer:{layer}"], layer
+    assert 'fillcolor="#E0E0E0"' in nodes["blob:pool2_1:0"] and "penwidth" not in nodes["layer:data"]
     assert "subgraph cluster_legend" in alexnet_dot
 
 
@@ -111,26 +117,67 @@ def test_cli_draws_a_train_val_without_its_lmdb(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_without_graphviz_writes_dot_and_fails(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(draw.shutil, "which", lambda name: None)
-    out = tmp_path / "alexnet.png"
-    assert main(["draw", str(ALEXNET_DEPLOY), str(out)]) == 1
-    err = capsys.readouterr().err
-    assert not out.exists() and (tmp_path / "alexnet.dot").is_file()
-    assert "not installed" in err and str(tmp_path / "alexnet.dot") in err
-
-
 def test_cli_rejects_unknown_formats(tmp_path, capsys):
     assert main(["draw", str(ALEXNET_DEPLOY), str(tmp_path / "alexnet.jpeg")]) == 1
     assert ".png, .svg, .pdf or .dot" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
-@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<?xml")])
-def test_cli_renders_with_graphviz(tmp_path, capsys, suffix, magic):
-    out = tmp_path / f"alexnet{suffix}"
-    assert main(["draw", str(ALEXNET_DEPLOY), str(out)]) == 0
-    data = out.read_bytes()
-    assert data.startswith(magic) and len(data) > 10_000
-    if suffix == ".svg":
-        assert b"conv3_1" in data and b"gpu1" in data
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return struct.unpack(">II", data[16:24])
+
+
+def test_svg_and_png_without_graphviz(tmp_path, capsys, monkeypatch, alexnet):
+    monkeypatch.setenv("PATH", str(tmp_path))          # no `dot` anywhere
+    svg, png = tmp_path / "alexnet.svg", tmp_path / "alexnet.png"
+    assert main(["draw", str(ALEXNET_DEPLOY), str(svg)]) == 0 and main(["draw", str(ALEXNET_DEPLOY), str(png)]) == 0
+    root = ET.parse(svg).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    titled = {t.text: el for el in root.iter() for t in el.findall(f"{ns}title")}
+    for lp in alexnet.layer_params:
+        assert f"layer:{lp.name}" in titled, lp.name
+    assert titled["layer:conv3_1"].get("fill") == "#FF5050" and titled["layer:pool5_0"].get("fill") == "#FF9900"
+    assert titled["layer:conv3_0"].get("stroke") != titled["layer:conv3_1"].get("stroke")   # two devices
+    w, h = _png_size(png)
+    # a readable page, not the 493x5873 strip a single column makes
+    assert w <= 2000 and h <= 2000 and max(w, h) / min(w, h) < 2, (w, h)
+
+
+def test_long_left_to_right_net_is_wrapped(tmp_path, capsys):
+    out = tmp_path / "toy.png"
+    assert main(["draw", str(ROOT / "models" / "caffenet" / "toy_train_val.prototxt"), str(out),
+                 "--rankdir", "LR", "-phase", "TRAIN"]) == 0
+    w, h = _png_size(out)
+    assert w <= 2000 and max(w, h) / min(w, h) < 2.5, (w, h)
+
+
+def test_layout_ranks_point_every_edge_forward(alexnet):
+    from netspec.diagram_layout import layout
+
+    scene = layout(draw.net_graph(alexnet), "TB")
+    box = {b.node.id: b for b in scene.boxes}
+    for (points, _), e in zip(scene.paths, draw.net_graph(alexnet).edges):
+        src, dst = box[e.src], box[e.dst]
+        assert points[0][1] == pytest.approx(src.y + src.h) and points[-1][1] == pytest.approx(dst.y), e
+    columns = {b.node.device: set() for b in scene.boxes}
+    for b in scene.boxes:
+        columns[b.node.device].add(round(b.x + b.w / 2))
+    assert not columns["gpu0"] & columns["gpu1"]        # the devices never share a column
+
+
+def test_phase_all_and_lr_mults_as_draw_net(tmp_path, capsys):
+    out = tmp_path / "caffenet.dot"
+    assert main(["draw", str(CAFFENET_TRAIN_VAL), str(out), "--phase", "ALL", "--display_lrm"]) == 0
+    dot = out.read_text()
+    # the TRAIN and TEST Data layers share a name: one node, as in draw_net
+    assert len(re.findall(r'^  "layer:data" \[', dot, re.M)) == 1 and 'label="data\\nData' in dot
+    assert "lr mult: 1.0, 2.0" in dot and "does not exist" not in capsys.readouterr().err
+
+
+def test_png_leaves_the_matplotlib_backend_alone(tmp_path, alexnet):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    draw.write_drawing(alexnet, tmp_path / "a.png")
+    assert matplotlib.get_backend() == before

@@ -3,9 +3,10 @@ and the shapes of input blobs."""
 from __future__ import annotations
 
 
-def add_net_state(p, phase: str = "TEST", level: int | None = 0, what: str = "keep") -> None:
+def add_net_state(p, phase: str = "TEST", level: int | None = 0, what: str = "keep",
+                  phases=("TRAIN", "TEST")) -> None:
     """--phase, --level, --stage as Caffe's tools spell them (-phase TEST -level 0 -stage a,b)."""
-    p.add_argument("--phase", default=phase, type=str.upper, choices=["TRAIN", "TEST"],
+    p.add_argument("--phase", default=phase, type=str.upper, choices=list(phases),
                    help=f"phase whose layers to {what} (default {phase})")
     own = "the net's own" if level is None else level
     p.add_argument("--level", type=int, default=level, help=f"NetState level (default {own})")
