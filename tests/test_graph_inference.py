@@ -157,3 +157,30 @@ layer {{ name: "fc" type: "InnerProduct" bottom: "gap" top: "fc" inner_product_p
     with torch.inference_mode():
         got = inference_module(cn)(x)
     assert_close_blobs(got, want, rel=1e-6)
+
+
+def test_pycaffe_forward_takes_the_inference_path_and_keeps_every_blob(tmp_path):
+    import netspec as caffe
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET)
+    net = caffe.Net(str(path), caffe.TEST)
+    for name, blobs in compiled().params().items():      # the same weights as compiled() gives
+        for b, t in zip(net.params[name], blobs):
+            b.data[...] = t.detach().numpy()
+    x = np.random.default_rng(0).normal(size=(2, 3, 12, 12)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    out = net.forward(blobs=["conv1", "bn2", "sum"])
+    assert net._inference is not None
+    with torch.no_grad():
+        want = net.compiled(torch.from_numpy(x))
+    assert_close_blobs({b: torch.from_numpy(v) for b, v in out.items()}, {b: want[b] for b in out})
+    assert_close_blobs({b: torch.from_numpy(net.blobs[b].data) for b in ("other", "flat", "dropped")},
+                       {b: want[b] for b in ("other", "flat", "dropped")})
+    # net surgery through numpy after a forward: the next forward uses the new weights
+    net.params["conv1"][0].data[...] *= -1
+    net.params["bn1"][1].data[...] *= 3
+    out = net.forward(blobs=["conv1"])
+    with torch.no_grad():
+        want = net.compiled(torch.from_numpy(x))
+    assert_close_blobs({b: torch.from_numpy(v) for b, v in out.items()}, {b: want[b] for b in out})

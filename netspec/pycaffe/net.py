@@ -26,6 +26,7 @@ from .blob import Blob, LayerView, _ParamBlob
 from ..errors import NetspecError
 from ..frontend import load_net
 from ..graph import compile_net
+from ..graph.inference import inference_module
 from ..proto import pb
 
 _MODE = {"device": torch.device("cpu"), "gpu_id": 0, "seed": None}
@@ -100,7 +101,10 @@ class Net:
         self._live = False                    # the last forward was full and tracked, its graph unused
         self._state: dict = {}
         self._first: dict = {}
-        self._hooks: dict[str, list] = {"before_forward": [], "after_forward": []}
+        self._hooks: dict[str, list] = {"before_forward": [], "after_forward": [], "before_backward": [],
+                                        "after_backward": []}
+        self._io: dict[int, tuple[list, list]] = {}   # step -> (bottoms, tops) tensors, for backward callbacks
+        self._inference = None                # the TEST-phase fast path's graph, made on first use
         for step in steps:                    # DummyData's constant tops are the blobs themselves
             kept = getattr(step.layer, "constant_tops", None)
             for i, t in (kept() if kept else {}).items():
@@ -191,11 +195,15 @@ class Net:
         steps = self._net.steps
         record = (self._net.phase == pb.TRAIN or self.force_backward) and torch.is_grad_enabled()
         graph = record and lo == 0 and hi == len(steps) - 1     # a full backward may reuse it
+        if (self._net.phase == pb.TEST and not record and lo == 0 and hi == len(steps) - 1
+                and not any(self._hooks.values())):
+            return self._forward_inference()
         # copies when recording: the blobs' tensors take this forward's results in place afterwards
         state = {b: self._leaf(self.blobs[b]._data.clone() if record else self.blobs[b]._data, b, graph)
                  for b in (self.inputs if lo == 0 else self.blobs)}
         if lo == 0:
             self._seen.clear()
+            self._io.clear()
         first = dict(state)
         with torch.set_grad_enabled(graph):
             for k in range(lo, hi + 1):
@@ -213,11 +221,24 @@ class Net:
         self._live = graph
         self._state, self._first = (state, first) if graph else ({}, {})
 
+    def _forward_inference(self):
+        """A whole TEST forward with nothing to record: one fx graph with the inference rewrites
+        (netspec/graph/inference.py); every blob still gets its own value."""
+        if self._inference is None:
+            self._inference = inference_module(self._net)
+        with torch.no_grad():
+            out = self._inference(*[self.blobs[b]._data for b in self.inputs])
+        self._seen.clear()
+        for b, t in out.items():
+            self.blobs[b]._bind(t)
+        self._live, self._state, self._first = False, {}, {}
+
     def _forward_step(self, k: int, state: dict, first: dict, record: bool, graph: bool):
         step = self._net.steps[k]
         self._seen.pop(k, None)
         if record:
             self._seen[k] = ([state[b] for b in step.bottoms], _rng_state(step.device))
+        bottoms = [state[b] for b in step.bottoms]
         self._net.run_steps(state, k, k)
         for t in step.tops:
             if not step.bottoms and state[t].grad_fn is None:   # a source: its tops are data
@@ -230,6 +251,8 @@ class Net:
                 state[t] = self._leaf(state[t], t, True)
             if t not in step.bottoms:
                 first[t] = state[t]
+        if graph and self._by_layer():
+            self._io[k] = (bottoms, [state[t] for t in step.tops])
 
     # ---- pycaffe's forward callbacks (Net::add_before_forward / add_after_forward) ----------------
     def before_forward(self, fn):
@@ -239,6 +262,18 @@ class Net:
     def after_forward(self, fn):
         """Call `fn(i)` after layer i runs in every forward; net.blobs already holds its tops."""
         self._hooks["after_forward"].append(fn)
+
+    def before_backward(self, fn):
+        """Call `fn(i)` before layer i back-propagates (from the last layer down), as Caffe's
+        Net::add_before_backward; a backward with such callbacks runs layer by layer."""
+        self._hooks["before_backward"].append(fn)
+
+    def after_backward(self, fn):
+        """Call `fn(i)` once layer i has back-propagated: its blobs' diffs hold its contribution."""
+        self._hooks["after_backward"].append(fn)
+
+    def _by_layer(self) -> bool:
+        return bool(self._hooks["before_backward"] or self._hooks["after_backward"])
 
     def _leaf(self, t: torch.Tensor, blob: str, track: bool) -> torch.Tensor:
         """A graph-free view of `t`, differentiable when a backward computes this blob's diff."""
@@ -263,6 +298,7 @@ class Net:
         else:
             first, final = self._rerun(lo, hi)
         self._live, self._state, self._first = False, {}, {}
+        io, self._io = self._io, {}
         seeds, grads = [], []
         for b in _unread(self._net, lo, hi):
             # a zero diff is back-propagated too: Caffe runs every layer's Backward (a Python layer's
@@ -271,11 +307,43 @@ class Net:
             if t is not None and t.grad_fn is not None:
                 seeds.append(t)
                 grads.append(d.to(t.device, t.dtype).reshape(t.shape))
-        if seeds:
-            torch.autograd.backward(seeds, grads)
+        if self._by_layer():
+            acc = self._backward_by_layer(lo, hi, io, dict(zip(map(id, seeds), grads)))
+            diff = lambda t: acc.get(id(t))  # noqa: E731
+        else:
+            if seeds:
+                torch.autograd.backward(seeds, grads)
+            diff = lambda t: t.grad  # noqa: E731
         for b in self._written(lo, hi):
-            g = first[b].grad if b in first else None
+            g = diff(first[b]) if b in first else None
             self.blobs[b]._set_diff(g.detach() if g is not None else torch.zeros(self.blobs[b].shape))
+
+    def _backward_by_layer(self, lo: int, hi: int, io: dict, acc: dict) -> dict:
+        """Caffe's BackwardFromTo with callbacks: layer hi down to lo, each differentiating its tops
+        (with the diffs its consumers sent, summed as Caffe's Split layers sum) to its bottoms and
+        its blobs; {id(tensor): its diff}."""
+        done = {}                  # tops already sent down (kept: their blobs' diffs)
+        for k in range(hi, lo - 1, -1):
+            for fn in self._hooks["before_backward"]:
+                fn(k)
+            bottoms, tops = io.get(k, ((), ()))
+            outs = [t for t in _unique(tops) if id(t) in acc and t.grad_fn is not None]
+            for t in outs:
+                done[id(t)] = acc.pop(id(t))
+            ins = [x for x in _unique(bottoms) if x.requires_grad]
+            params = [p for p in self._net.steps[k].layer.parameters() if p.requires_grad]
+            if outs and ins + params:
+                got = torch.autograd.grad(outs, ins + params, [done[id(t)] for t in outs], retain_graph=True,
+                                          allow_unused=True)
+                for x, g in zip(ins, got):
+                    if g is not None:
+                        acc[id(x)] = g if id(x) not in acc else acc[id(x)] + g
+                for p, g in zip(params, got[len(ins):]):
+                    if g is not None:
+                        p.grad = g if p.grad is None else p.grad.add_(g)
+            for fn in self._hooks["after_backward"]:
+                fn(k)
+        return {**done, **acc}
 
     def _written(self, lo: int, hi: int) -> list[str]:
         """Blobs whose diff a backward over layers lo..hi computes: bottoms it propagates down to."""
@@ -305,11 +373,14 @@ class Net:
                             current[b] = first[b] = self._leaf(t, b, True)
                     if rng is not None:
                         _set_rng_state(rng, step.device)
+                    bottoms = [current[b] for b in step.bottoms]
                     self._net.run_steps(current, k, k)
                     for t in step.tops:
                         if t not in first and current[t].grad_fn is not None:
                             current[t].retain_grad()
                             first[t] = current[t]
+                    if self._by_layer():
+                        self._io[k] = (bottoms, [current[t] for t in step.tops])
         finally:
             _restore(frozen)
         return first, current
@@ -436,6 +507,11 @@ def _collect(into: dict, arrays: dict, pad: int):
     for b, v in arrays.items():
         v = np.array(v, copy=True)
         into.setdefault(b, []).extend(v[:len(v) - pad] if v.ndim else [v])
+
+
+def _unique(tensors) -> list:
+    """Each tensor once, by identity (a layer may read one tensor twice)."""
+    return list({id(t): t for t in tensors}.values())
 
 
 def _unread(net, lo: int, hi: int) -> list[str]:
