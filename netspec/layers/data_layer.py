@@ -18,6 +18,7 @@ import torch
 
 from ..data import db as dbmod
 from ..data.reader import BatchReader, peek
+from ..data.staging import Stager
 from ..data.transform import DataTransformer
 from ..errors import NetspecError
 from ..proto import pb
@@ -41,6 +42,7 @@ class DataLayer(Layer):
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
         self._reader = None
+        self._stager = None                # CUDA: the next batch, copied on a side stream
         self._start = 0  # batches already read by the run a solver state was written from
 
     # ---- paths ------------------------------------------------------------------------------------
@@ -114,12 +116,17 @@ class DataLayer(Layer):
         return self._reader
 
     def forward(self):
+        device = self._anchor.device
         try:
-            data, label = self.reader().next()
+            if device.type == "cuda":     # the next batch's copy overlaps this step (data/staging.py)
+                if self._stager is None:
+                    self._stager = Stager(self.reader().next, device)
+                data, label = self._stager.next()
+            else:
+                data, label = self.reader().next()
         except NetspecError as e:
             raise e if e.layer else self.error(str(e)) from None
-        device = self._anchor.device
-        if device.type != "cpu":
+        if device.type not in ("cpu", "cuda"):
             data, label = data.to(device, non_blocking=True), label.to(device, non_blocking=True)
         return (data, label) if len(self.lp.top) == 2 else data
 
@@ -128,6 +135,7 @@ class DataLayer(Layer):
         """Where this layer's reading stands: batches read (`extra`), the cursor's record index
         (`position`) and the seed of the crops and mirrors (`rng_state`)."""
         batches = self._reader.batches_read if self._reader is not None else self._start
+        batches -= self._stager.ahead if self._stager is not None else 0   # copied ahead, not yet used
         state = pb.DataLayerState(net=net, layer=self.name, rng_state=struct.pack("<Q", self.seed),
                                   extra=json.dumps({"batches": batches}).encode())
         state.position = self.reader().position_after(batches) if batches else 0
@@ -158,6 +166,7 @@ class DataLayer(Layer):
         self._start = 0
 
     def close(self) -> None:
+        self._stager = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -166,6 +175,7 @@ class DataLayer(Layer):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state["_reader"] = None  # threads and LMDB handles do not copy; a copy starts reading afresh
+        state["_stager"] = None
         return state
 
     def extra_repr(self) -> str:

@@ -1,0 +1,100 @@
+"""data/staging.Stager: the next batch's copy is queued on a side stream when a batch is handed out,
+the compute stream waits on its event, a failure reading a batch is raised when that batch is asked
+for, and the Data layer's saved position does not count the batch copied ahead. The logic is
+checked on the CPU with stand-ins for CUDA's streams and events; the real copies under `cuda`."""
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+
+from netspec.data import staging
+from netspec.layers.data_layer import DataLayer
+from netspec.proto import pb
+
+FIX = Path(__file__).parent / "data" / "caffe"
+
+
+class _Fake:
+    """What the stager touches of a stream, an event and a device tensor, logged."""
+
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def record(self, stream=None):
+        self.log.append(("record", self.name))
+
+    def wait_event(self, event):
+        self.log.append(("wait", event.name))
+
+    def to(self, device, non_blocking=False):
+        self.log.append(("copy", self.name, non_blocking))
+        return self
+
+    def record_stream(self, stream):
+        self.log.append(("record_stream", self.name))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    log, events = [], iter(range(100))
+    monkeypatch.setattr(staging.torch.cuda, "Stream", lambda device: "side")
+    monkeypatch.setattr(staging.torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(staging.torch.cuda, "Event", lambda: _Fake(log, f"event{next(events)}"))
+    monkeypatch.setattr(staging.torch.cuda, "current_stream", lambda device: _Fake(log, "compute"))
+    return log
+
+
+def test_the_next_copy_is_queued_when_a_batch_is_handed_out(fake_cuda):
+    batches = iter([(_Fake(fake_cuda, "b0"),), (_Fake(fake_cuda, "b1"),), (_Fake(fake_cuda, "b2"),)])
+    stager = staging.Stager(lambda: next(batches), "cuda:0")
+    assert stager.ahead == 0
+    (got,) = stager.next()
+    assert got.name == "b0" and stager.ahead == 1
+    assert fake_cuda == [("copy", "b0", True), ("record", "event0"), ("wait", "event0"),
+                         ("record_stream", "b0"), ("copy", "b1", True), ("record", "event1")]
+
+
+def test_a_failed_batch_is_raised_when_it_is_asked_for(fake_cuda):
+    def batches():
+        yield (_Fake(fake_cuda, "b0"),)
+        raise RuntimeError("record 7 is damaged")
+
+    it = batches()
+    stager = staging.Stager(lambda: next(it), "cuda:0")
+    assert stager.next()[0].name == "b0"          # the failure of batch 1 is not raised here
+    with pytest.raises(RuntimeError, match="record 7 is damaged"):
+        stager.next()
+
+
+def _layer(device):
+    net = text_format.Parse((FIX / "data_net.prototxt").read_text(), pb.NetParameter())
+    lp = next(lp for lp in net.layer if lp.include[0].phase == pb.TEST)
+    return DataLayer(lp, [], pb.TEST, source_dir=FIX).to(device)
+
+
+@pytest.mark.cuda
+def test_cuda_batches_equal_cpu_batches_and_come_from_the_side_stream():
+    cpu, gpu = _layer("cpu"), _layer("cuda")
+    for _ in range(4):
+        a, b = cpu(), gpu()
+        assert b[0].is_cuda and np.array_equal(a[0].numpy(), b[0].cpu().numpy())
+        assert np.array_equal(a[1].numpy(), b[1].cpu().numpy())
+    assert gpu._stager.ahead == 1 and gpu._stager.stream != torch.cuda.current_stream()
+    assert gpu.data_state("test").extra == cpu.data_state("test").extra   # the staged batch not counted
+
+
+@pytest.mark.cuda
+def test_a_data_layer_step_does_not_synchronise():
+    gpu = _layer("cuda")
+    gpu()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            data, label = gpu()
+            (data.mean() + label.mean()).neg_()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
