@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 
-from netspec.data import convert as C  # noqa: E402
-from netspec.layers.data_layer import DataLayer  # noqa: E402
-from netspec.layers.image_data import ImageData  # noqa: E402
-from netspec.proto import pb  # noqa: E402
+from netspec.data import convert as C
+from netspec.layers.data_layer import DataLayer
+from netspec.layers.image_data import ImageData
+from netspec.proto import pb
 
 
 def make_images(folder: Path, n: int, size: int) -> list[tuple[str, int]]:

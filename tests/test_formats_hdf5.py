@@ -11,8 +11,11 @@ import netspec
 from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.formats.caffemodel import load_weights, read_weights
-from netspec.formats.hdf5 import (read_hdf5_solverstate, read_hdf5_weights, write_hdf5_solverstate,
-                                  write_hdf5_weights)
+from netspec.formats.hdf5 import (
+    read_hdf5_solverstate,
+    write_hdf5_solverstate,
+    write_hdf5_weights,
+)
 from netspec.formats.solverstate import make_solverstate
 from netspec.proto import pb
 

@@ -36,7 +36,7 @@ def test_matches_caffe_fixture_every_pass():
         for k in range(4):   # crosses the 5-row file into the 3-row one, then wraps
             net.forward()
             for blob in ("data", "label", "vec"):
-                want = ref[f"{'iter%d/' % k if k else ''}blob/{blob}"]
+                want = ref[f"{f'iter{k}/' if k else ''}blob/{blob}"]
                 got = net.blobs[blob].data
                 assert got.shape == want.shape and np.array_equal(got, want), f"pass {k}, blob '{blob}'"
 

@@ -106,14 +106,14 @@ def test_mean_value_and_legacy_crop_size(tmp_path):
 
 
 @pytest.mark.parametrize("windows, needle", [
-    ("# 0\na.png\n3 40 40\n1\n0 0.9 1 1 5 5\n", "windows.txt:5: layer 'data': foreground window (overlap 0.9) "
-                                                "has label 0"),
-    ("# 0\nnope.png\n3 40 40\n2\n1 0.9 1 1 5 5\n0 0.1 1 1 5 5\n", "windows.txt:2: layer 'data': cannot read "
-                                                                   "image '{dir}/nope.png'"),
+    ("# 0\na.png\n3 40 40\n1\n0 0.9 1 1 5 5\n", ("windows.txt:5: layer 'data': foreground window (overlap 0.9) "
+                                                "has label 0")),
+    ("# 0\nnope.png\n3 40 40\n2\n1 0.9 1 1 5 5\n0 0.1 1 1 5 5\n", ("windows.txt:2: layer 'data': cannot read "
+                                                                   "image '{dir}/nope.png'")),
     ("# 0\na.png\n3 40 40\n1\n1 0.9 1 1 5 5\n", "1 foreground and 0 background windows"),
     ("# 1\na.png\n3 40 40\n0\n", "windows.txt:1: layer 'data': image index 1 out of sequence"),
-    ("# 0\na.png\n3 40 40\n2\n1 0.9 1 1 5 5\n0 0.1 1 1 x 5\n", "windows.txt:6: layer 'data': expected a window "
-                                                               "corner, found 'x'"),
+    ("# 0\na.png\n3 40 40\n2\n1 0.9 1 1 5 5\n0 0.1 1 1 x 5\n", ("windows.txt:6: layer 'data': expected a window "
+                                                               "corner, found 'x'")),
     ("# 0\na.png\n3 40 40\n2\n1 0.9 1 1 50 5\n0 0.1 1 1 5 5\n", "window (1, 1, 50, 5) does not fit image"),
 ])
 def test_bad_window_files_are_one_line(tmp_path, windows, needle):

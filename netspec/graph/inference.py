@@ -191,7 +191,7 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
             current[step.tops[0]] = current[step.bottoms[0]]
             fresh.difference_update((step.tops[0], step.bottoms[0]))
             continue
-        if _in_place(step, step.tops[0], "ReLU") and step.tops[0] in fresh:
+        if step.tops and _in_place(step, step.tops[0], "ReLU") and step.tops[0] in fresh:   # HDF5Output has none
             node = graph.call_function(_relu_, (current[step.tops[0]], float(layer.slope)))
             node.name = _node_name(step.tops[0], taken)
             current[step.tops[0]] = node

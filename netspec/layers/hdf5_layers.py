@@ -33,6 +33,7 @@ from ..errors import NetspecError
 from ..formats.atomic import atomic_open
 from ..proto import pb
 from .base import Layer, register
+from .prefetch import find_file
 
 log = logging.getLogger("netspec.layers.hdf5")
 
@@ -67,7 +68,7 @@ class HDF5Data(Layer):
         if not p.source:
             raise self.error("hdf5_data_param.source is not set")
         self.batch_size, self.shuffle = int(p.batch_size), bool(p.shuffle)
-        self.list_path = self._find(p.source, "source list", [])
+        self.list_path = find_file(self, p.source, "source list")
         self.files = self._read_list(self.list_path)
         self.seed = (torch.initial_seed() + zlib.crc32(self.name.encode())) % (1 << 63)
         self.rank, self.world = _rank_world(self.phase)
@@ -87,17 +88,6 @@ class HDF5Data(Layer):
     def infer_top_shapes(self, bottom_shapes):
         return [(self.batch_size,) + tuple(s) for s in self.row_shapes]
 
-    def _find(self, name: str, what: str, extra_dirs: list) -> Path:
-        """`name` from the current directory (Caffe), else the prototxt's folder, else `extra_dirs`."""
-        p = Path(name)
-        tried = [p] + ([] if p.is_absolute() else [Path(d) / p for d in [self.source_dir, *extra_dirs] if d])
-        for q in tried:
-            if q.is_file():
-                return q
-        raise self.error(f"{what} '{name}' does not exist (looked in "
-                         + ", ".join(f"'{q.parent}'" if str(q.parent) != "." else "the current directory"
-                                     for q in tried) + ")")
-
     def _read_list(self, path: Path) -> list[tuple[Path, int]]:
         files = []
         try:
@@ -107,7 +97,7 @@ class HDF5Data(Layer):
         for n, line in enumerate(lines, 1):
             for token in line.split():
                 try:
-                    files.append((self._find(token, "HDF5 file", [path.parent]), n))
+                    files.append((find_file(self, token, "HDF5 file", [path.parent]), n))
                 except NetspecError as e:
                     raise NetspecError(e.message, file=path, line=n, layer=self.name) from None
         if not files:

@@ -30,7 +30,7 @@ import numpy as np
 from ..data.mean import load_mean
 from ..errors import NetspecError
 from .base import register
-from .image_data import PrefetchSource
+from .prefetch import PrefetchSource
 
 log = logging.getLogger("netspec.layers.window_data")
 
