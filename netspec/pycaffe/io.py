@@ -209,7 +209,7 @@ def load_image(filename, color=True):
     if img.ndim == 3:
         img = img[:, :, :1] if img.shape[2] == 2 else img[:, :, [2, 1, 0, 3][:img.shape[2]]]  # BGR(A) -> RGB(A)
         img = img[:, :, 0] if img.shape[2] == 1 else img
-    scale = 1.0 / np.iinfo(img.dtype).max if img.dtype.kind in "ui" else 1.0
+    scale = 1.0 / np.iinfo(img.dtype).max if img.dtype.kind in "ui" else 1.0  # float images stay as stored
     img = np.multiply(img, scale, dtype=np.float64)  # skimage's img_as_float
     if img.ndim == 3 and not color:
         img = img[:, :, :3] @ _GRAY
@@ -231,8 +231,6 @@ def _read(filename) -> np.ndarray:
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # as stored: no EXIF rotation, no colour conversion
     if img is None:
         raise NetspecError(f"load_image: '{path}' cannot be decoded as an image")
-    if img.dtype.kind == "f":
-        img = np.clip(img, 0, 1)
     return img
 
 
