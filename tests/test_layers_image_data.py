@@ -188,7 +188,9 @@ SOLVER = ('net: "net.prototxt" base_lr: 0.01 momentum: 0.9 lr_policy: "fixed" di
           'snapshot: 3 snapshot_prefix: "snap/ft" random_seed: 5 solver_mode: CPU')
 
 
-def test_finetune_net_trains_from_weights_snapshots_and_resumes(tmp_path, monkeypatch):
+def test_finetune_net_trains_from_weights_snapshots_and_resumes(tmp_path, monkeypatch, capsys):
+    """Fine-tuning from HDF5 weights (-weights x.caffemodel.h5); random crops, so the resumed run equals
+    the straight one only if the layer resumes at the batch it stood at."""
     monkeypatch.chdir(tmp_path)
     for i in range(4):
         _image(tmp_path, f"im{i}.png", 10, 11, 10 + i)
@@ -198,8 +200,9 @@ def test_finetune_net_trains_from_weights_snapshots_and_resumes(tmp_path, monkey
     Path("snap").mkdir()
     base = netspec.Net("net.prototxt", netspec.TEST)
     base.params["conv1"][0].data[...] = np.random.default_rng(0).normal(0, 0.1, (4, 3, 3, 3))
-    base.save("base.caffemodel")                                   # the "pretrained" conv1
-    assert main(["train", "-solver", "solver.prototxt", "-weights", "base.caffemodel"]) == 0
+    base.save_hdf5("base.caffemodel.h5")                           # the "pretrained" conv1
+    assert main(["train", "-solver", "solver.prototxt", "-weights", "base.caffemodel.h5"]) == 0
+    assert "copied 2 layers from base.caffemodel.h5" in capsys.readouterr().err
     first, straight = read_weights("snap/ft_iter_3.caffemodel"), read_weights("snap/ft_iter_6.caffemodel")
     assert not np.array_equal(first["fc_style"][1][0], straight["fc_style"][1][0])   # it trains
     for p in Path("snap").glob("ft_iter_6.*"):
