@@ -109,7 +109,9 @@ class PrefetchSource(Layer):
         except (ValueError, KeyError, TypeError, struct.error):
             raise self.error("the solver state's data_state for this layer is damaged") from None
         self.close()
-        self.seed, self.served = seed, batches
+        if rank == 0:   # the state is rank 0's; another replica keeps its own draws, as the Data layer
+            self.seed = seed
+        self.served = batches
         self.rewind(batches)
 
     def close(self) -> None:
