@@ -2,6 +2,7 @@
 
   caffemodel.py   .caffemodel weights: read (current, V1, V0), load into a net, write
   solverstate.py  .solverstate solver snapshots
+  hdf5.py         .caffemodel.h5 weights and .solverstate.h5 snapshots (Caffe's HDF5 layout)
   binaryproto.py  .binaryproto blobs (mean images)
   blobs.py        BlobProto <-> float32 arrays
   export.py       trained blobs <-> a PyTorch state_dict (.pt)
@@ -18,6 +19,8 @@ _LAZY = {
     **dict.fromkeys(['LoadReport', 'load_weights', 'read_caffemodel', 'read_weights', 'weights_by_layer', 'write_caffemodel'], '.caffemodel'),
     **dict.fromkeys(['export_state_dict', 'import_state_dict'], '.export'),
     **dict.fromkeys(['check_history', 'history_arrays', 'make_solverstate', 'read_solverstate', 'write_solverstate'], '.solverstate'),
+    **dict.fromkeys(['load_hdf5_weights', 'read_hdf5_solverstate', 'read_hdf5_weights', 'write_hdf5_solverstate',
+                     'write_hdf5_weights'], '.hdf5'),
 }
 
 
@@ -31,7 +34,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "LoadReport", "array_to_blob", "atomic_dir", "atomic_open", "atomic_write", "blob_to_array",
-    "check_history", "export_state_dict", "history_arrays", "import_state_dict", "load_weights",
+    "check_history", "export_state_dict", "history_arrays", "import_state_dict", "load_hdf5_weights",
+    "load_weights", "read_hdf5_solverstate", "read_hdf5_weights", "write_hdf5_solverstate", "write_hdf5_weights",
     "make_solverstate", "read_binaryproto", "read_blobproto", "read_caffemodel", "read_solverstate",
     "read_weights", "weights_by_layer", "write_binaryproto", "write_caffemodel", "write_solverstate",
 ]
