@@ -5,8 +5,9 @@ output, written as parse_log.py writes them (Python's csv 'excel' dialect, float
 The lines are recognised with netspec.solver.log's patterns and glog time stamps; the rows follow
 parse_log.py's rules: parsing starts after the first 'Solving' line and its time is second 0; a
 row is made at an iteration's first output line, with the last learning rate seen before it; it is
-written once it has as many columns as the first row, or when the next iteration begins; outputs
-of several test nets at one iteration share a row; the first row takes the second row's rate.
+written once it has as many columns as the first row, or when the next iteration begins (so a
+lone first row, or an incomplete last one, is left out, as parse_log.py leaves it); outputs of
+several test nets at one iteration share a row; the first row takes the second row's rate.
 """
 from __future__ import annotations
 
