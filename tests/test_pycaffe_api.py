@@ -135,3 +135,50 @@ def test_init_log_and_log_write_glog_lines(capsys):
     err = capsys.readouterr().err.splitlines()
     assert any(line[0] == "I" and line.endswith("] hello from pycaffe") for line in err)
     assert not any("not shown" in line for line in err)
+
+
+SPLIT_NET = """name: "bw" force_backward: true
+input: "x" input_shape { dim: 3 dim: 4 }
+layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h"
+  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" } } }
+layer { name: "tanh" type: "TanH" bottom: "h" top: "h" }
+layer { name: "ipa" type: "InnerProduct" bottom: "h" top: "a"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "ipb" type: "InnerProduct" bottom: "h" top: "b"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "s" eltwise_param { coeff: 1 coeff: -0.5 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "s" bottom: "a" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["after-forward", "rerun"])
+def test_backward_callbacks_run_layer_by_layer_with_the_same_diffs(tmp_path, live):
+    """before/after_backward(i) from the last layer down; a blob read twice ('h') gets the sum of
+    both consumers' diffs; diffs and parameter diffs equal those of a backward without callbacks."""
+    (tmp_path / "n.prototxt").write_text(SPLIT_NET)
+    caffe.set_random_seed(5)
+    plain = caffe.Net(str(tmp_path / "n.prototxt"), caffe.TRAIN)
+    hooked = caffe.Net(str(tmp_path / "n.prototxt"), caffe.TRAIN)
+    for name, blobs in plain.params.items():
+        for mine, theirs in zip(hooked.params[name], blobs):
+            mine.data[...] = theirs.data
+    calls = []
+    hooked.before_backward(lambda i: calls.append(("before", i)))
+    hooked.after_backward(lambda i: calls.append(("after", i, hooked.params["ip1"][0].diff.copy())))
+    x = np.linspace(-1, 1, 12).reshape(3, 4)
+    for net in (plain, hooked):
+        net.clear_param_diffs()
+        net.forward(x=x)
+        if not live:
+            net.forward(x=x, start="ip1")              # a partial forward: backward re-runs the layers
+        net.backward()
+    assert [c[:2] for c in calls] == [(w, i) for i in range(6, -1, -1) for w in ("before", "after")]
+    np.testing.assert_array_equal(calls[9][2], 0)        # after tanh, before ip1 itself
+    for blob in ("x", "h", "a", "b", "s"):
+        np.testing.assert_allclose(hooked.blobs[blob].diff, plain.blobs[blob].diff, rtol=1e-6, atol=1e-7,
+                                   err_msg=blob)
+    assert np.abs(plain.blobs["h"].diff).sum() > 0
+    for name in plain.params:
+        for a, b in zip(hooked.params[name], plain.params[name]):
+            np.testing.assert_allclose(a.diff, b.diff, rtol=1e-6, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(calls[11][2], plain.params["ip1"][0].diff, rtol=1e-6)   # after ip1

@@ -57,7 +57,7 @@ def test_graph_nodes_edges_and_labels_as_pycaffe():
 
 
 def test_phase_none_keeps_every_layer_and_test_phase_drops_train_layers():
-    names = lambda g: {n.get_name() for n in g.get_nodes()}  # noqa: E731
+    names = lambda g: {n.get_name() for n in g.get_nodes()}
     assert {'"data (Input)"', '"data (Data)"'} <= names(netspec.draw.get_pydot_graph(net(), "TB"))
     test = names(netspec.draw.get_pydot_graph(net(), "TB", phase=caffe_pb2.TEST, label_edges=False))
     assert '"data (Input)"' in test and '"data (Data)"' not in test

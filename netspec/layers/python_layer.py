@@ -46,7 +46,7 @@ def _error_type(exc_type: type) -> type:
 def wrap_exception(exc: Exception, message: str, layer: str) -> NetspecError:
     try:
         return _error_type(type(exc))(message, layer=layer)
-    except Exception:                       # its __init__ wants other arguments
+    except TypeError:                       # its __init__ wants other arguments
         return PythonLayerError(message, layer=layer)
 
 
@@ -145,7 +145,7 @@ class ParamView:
 class BlobVec(list):
     """pycaffe's layer.blobs: a list of the layer's blobs with add_blob(*shape)."""
 
-    def __init__(self, layer: "Python"):
+    def __init__(self, layer: Python):
         super().__init__()
         self._layer = layer
 

@@ -84,7 +84,7 @@ def get_layer_label(layer, rankdir, display_lrm=False) -> str:
         w, b = get_layer_lr_mult(layer)
         if w or b:
             parts.append(f"lr mult: {w:.1f}, {b:.1f}")
-    return '"%s"' % sep.join(parts)
+    return f'"{sep.join(parts)}"'
 
 
 def choose_color_by_layertype(layertype) -> str:

@@ -103,7 +103,6 @@ class Net:
         self._first: dict = {}
         self._hooks: dict[str, list] = {"before_forward": [], "after_forward": [], "before_backward": [],
                                         "after_backward": []}
-        self._io: dict[int, tuple[list, list]] = {}   # step -> (bottoms, tops) tensors, for backward callbacks
         self._inference = None                # the TEST-phase fast path's graph, made on first use
         for step in steps:                    # DummyData's constant tops are the blobs themselves
             kept = getattr(step.layer, "constant_tops", None)
@@ -203,7 +202,6 @@ class Net:
                  for b in (self.inputs if lo == 0 else self.blobs)}
         if lo == 0:
             self._seen.clear()
-            self._io.clear()
         first = dict(state)
         with torch.set_grad_enabled(graph):
             for k in range(lo, hi + 1):
@@ -238,7 +236,6 @@ class Net:
         self._seen.pop(k, None)
         if record:
             self._seen[k] = ([state[b] for b in step.bottoms], _rng_state(step.device))
-        bottoms = [state[b] for b in step.bottoms]
         self._net.run_steps(state, k, k)
         for t in step.tops:
             if not step.bottoms and state[t].grad_fn is None:   # a source: its tops are data
@@ -251,8 +248,6 @@ class Net:
                 state[t] = self._leaf(state[t], t, True)
             if t not in step.bottoms:
                 first[t] = state[t]
-        if graph and self._by_layer():
-            self._io[k] = (bottoms, [state[t] for t in step.tops])
 
     # ---- pycaffe's forward callbacks (Net::add_before_forward / add_after_forward) ----------------
     def before_forward(self, fn):
@@ -293,12 +288,18 @@ class Net:
     def _backward(self, hi: int, lo: int):
         """Caffe's BackwardFromTo(hi, lo): layer indices, hi >= lo."""
         self._sync_host_writes()
+        if self._by_layer():
+            self._live, self._state, self._first = False, {}, {}
+            diffs = self._backward_by_layer(lo, hi)
+            for b in self._written(lo, hi):
+                g = diffs.get(b)
+                self.blobs[b]._set_diff(g.detach() if g is not None else torch.zeros(self.blobs[b].shape))
+            return
         if self._live and lo == 0 and hi == len(self._net.steps) - 1:
             first, final = self._first, self._state
         else:
             first, final = self._rerun(lo, hi)
         self._live, self._state, self._first = False, {}, {}
-        io, self._io = self._io, {}
         seeds, grads = [], []
         for b in _unread(self._net, lo, hi):
             # a zero diff is back-propagated too: Caffe runs every layer's Backward (a Python layer's
@@ -307,43 +308,81 @@ class Net:
             if t is not None and t.grad_fn is not None:
                 seeds.append(t)
                 grads.append(d.to(t.device, t.dtype).reshape(t.shape))
-        if self._by_layer():
-            acc = self._backward_by_layer(lo, hi, io, dict(zip(map(id, seeds), grads)))
-            diff = lambda t: acc.get(id(t))  # noqa: E731
-        else:
-            if seeds:
-                torch.autograd.backward(seeds, grads)
-            diff = lambda t: t.grad  # noqa: E731
+        if seeds:
+            torch.autograd.backward(seeds, grads)
         for b in self._written(lo, hi):
-            g = diff(first[b]) if b in first else None
+            g = first[b].grad if b in first else None
             self.blobs[b]._set_diff(g.detach() if g is not None else torch.zeros(self.blobs[b].shape))
 
-    def _backward_by_layer(self, lo: int, hi: int, io: dict, acc: dict) -> dict:
-        """Caffe's BackwardFromTo with callbacks: layer hi down to lo, each differentiating its tops
-        (with the diffs its consumers sent, summed as Caffe's Split layers sum) to its bottoms and
-        its blobs; {id(tensor): its diff}."""
-        done = {}                  # tops already sent down (kept: their blobs' diffs)
+    def _backward_by_layer(self, lo: int, hi: int) -> dict:
+        """Caffe's BackwardFromTo with callbacks: layers lo..hi re-run, each on leaf copies of what it
+        read in the last forward, then differentiated one at a time from hi down to lo; a blob read
+        by several layers gets the sum of their diffs (Caffe's Split). {blob: diff of the version the
+        segment started from}."""
+        io, first, seeds = self._rerun_cut(lo, hi)
+        acc, done = dict(seeds), {}                        # (blob, version) -> diff
         for k in range(hi, lo - 1, -1):
             for fn in self._hooks["before_backward"]:
                 fn(k)
-            bottoms, tops = io.get(k, ((), ()))
-            outs = [t for t in _unique(tops) if id(t) in acc and t.grad_fn is not None]
-            for t in outs:
-                done[id(t)] = acc.pop(id(t))
-            ins = [x for x in _unique(bottoms) if x.requires_grad]
-            params = [p for p in self._net.steps[k].layer.parameters() if p.requires_grad]
-            if outs and ins + params:
-                got = torch.autograd.grad(outs, ins + params, [done[id(t)] for t in outs], retain_graph=True,
-                                          allow_unused=True)
-                for x, g in zip(ins, got):
-                    if g is not None:
-                        acc[id(x)] = g if id(x) not in acc else acc[id(x)] + g
-                for p, g in zip(params, got[len(ins):]):
-                    if g is not None:
-                        p.grad = g if p.grad is None else p.grad.add_(g)
+            if k in io:
+                self._layer_backward(k, *io[k], acc, done)
             for fn in self._hooks["after_backward"]:
                 fn(k)
-        return {**done, **acc}
+        merged = {**done, **acc}
+        return {b: merged.get(key) for b, key in first.items()}
+
+    def _layer_backward(self, k, ins, in_keys, outs, out_keys, acc, done):
+        """Layer k's Backward: its tops' diffs to its bottoms' (added to acc) and its blobs' .grad."""
+        pairs = [(t, key) for t, key in zip(outs, out_keys) if key in acc and t.grad_fn is not None]
+        for _, key in pairs:
+            done[key] = acc.pop(key)
+        leaves = {id(x): (x, key) for x, key in zip(ins, in_keys) if x.requires_grad}
+        params = [p for p in self._net.steps[k].layer.parameters() if p.requires_grad]
+        if not pairs or not (leaves or params):
+            return
+        xs = [x for x, _ in leaves.values()]
+        got = torch.autograd.grad([t for t, _ in pairs], xs + params,
+                                  [done[key].to(t.device, t.dtype).reshape(t.shape) for t, key in pairs],
+                                  allow_unused=True)
+        for (_, key), g in zip(leaves.values(), got):
+            if g is not None:
+                acc[key] = g if key not in acc else acc[key] + g
+        for p, g in zip(params, got[len(xs):]):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad.add_(g)
+
+    def _rerun_cut(self, lo: int, hi: int):
+        """Layers lo..hi again, each from its own leaves (the graph cut between layers), blobs' versions
+        counted: ({step: (bottom leaves, their keys, tops, their keys)}, {blob: first key}, seeds)."""
+        steps = self._net.steps
+        value, ver, first, io = {}, {}, {}, {}
+        frozen = _frozen_state([s.layer for s in steps[lo:hi + 1] if s.bottoms])
+        cuda = sorted({s.device.index or 0 for s in steps[lo:hi + 1] if s.device.type == "cuda"})
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+                for k in range(lo, hi + 1):
+                    step = steps[k]
+                    if step.is_input or not step.bottoms:      # sources hold data, nothing to redo
+                        continue
+                    seen, rng = self._seen.get(k, (None, None))
+                    for j, b in enumerate(step.bottoms):
+                        if b not in value:
+                            value[b], ver[b] = (seen[j] if seen is not None else self.blobs[b]._data).detach(), 0
+                            first.setdefault(b, (b, 0))
+                    local = {b: self._leaf(value[b], b, True) for b in step.bottoms}
+                    ins, in_keys = [local[b] for b in step.bottoms], [(b, ver[b]) for b in step.bottoms]
+                    if rng is not None:
+                        _set_rng_state(rng, step.device)
+                    self._net.run_steps(local, k, k)
+                    for t in step.tops:
+                        ver[t] = ver.get(t, -1) + 1
+                        value[t] = local[t].detach()
+                        first.setdefault(t, (t, ver[t]))
+                    io[k] = (ins, in_keys, [local[t] for t in step.tops], [(t, ver[t]) for t in step.tops])
+        finally:
+            _restore(frozen)
+        seeds = {(b, ver[b]): self.blobs[b]._diff_tensor() for b in _unread(self._net, lo, hi) if b in ver}
+        return io, first, seeds
 
     def _written(self, lo: int, hi: int) -> list[str]:
         """Blobs whose diff a backward over layers lo..hi computes: bottoms it propagates down to."""
@@ -373,14 +412,11 @@ class Net:
                             current[b] = first[b] = self._leaf(t, b, True)
                     if rng is not None:
                         _set_rng_state(rng, step.device)
-                    bottoms = [current[b] for b in step.bottoms]
                     self._net.run_steps(current, k, k)
                     for t in step.tops:
                         if t not in first and current[t].grad_fn is not None:
                             current[t].retain_grad()
                             first[t] = current[t]
-                    if self._by_layer():
-                        self._io[k] = (bottoms, [current[t] for t in step.tops])
         finally:
             _restore(frozen)
         return first, current
@@ -507,11 +543,6 @@ def _collect(into: dict, arrays: dict, pad: int):
     for b, v in arrays.items():
         v = np.array(v, copy=True)
         into.setdefault(b, []).extend(v[:len(v) - pad] if v.ndim else [v])
-
-
-def _unique(tensors) -> list:
-    """Each tensor once, by identity (a layer may read one tensor twice)."""
-    return list({id(t): t for t in tensors}.values())
 
 
 def _unread(net, lo: int, hi: int) -> list[str]:

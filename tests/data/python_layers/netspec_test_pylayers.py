@@ -44,11 +44,11 @@ class EuclideanLoss(caffe.Layer):
 
     def setup(self, bottom, top):
         if len(bottom) != 2:
-            raise Exception("Need two inputs to compute distance.")
+            raise ValueError("Need two inputs to compute distance.")
 
     def reshape(self, bottom, top):
         if bottom[0].count != bottom[1].count:
-            raise Exception("Inputs must have the same dimension.")
+            raise ValueError("Inputs must have the same dimension.")
         self.diff = np.zeros_like(bottom[0].data, dtype=np.float32)
         top[0].reshape(1)
 
@@ -87,7 +87,7 @@ class Counter(caffe.Layer):
 
     def setup(self, bottom, top):
         if bottom:
-            raise Exception("Counter is a data layer: no bottoms")
+            raise ValueError("Counter is a data layer: no bottoms")
         self.step = 0
 
     def reshape(self, bottom, top):
