@@ -13,6 +13,7 @@ is one replica of the launcher's group, on one machine or several.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -52,6 +53,9 @@ def add_arguments(p) -> None:
                    help="on SIGINT/SIGTERM (default stop: snapshot then stop, as snapshot_after_train)")
     p.add_argument("--sighup_effect", default="snapshot", choices=EFFECTS, help="on SIGHUP (default snapshot)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also write the train and test outputs and the learning rate as TensorBoard "
+                        "scalars to DIR (needs the tensorboard package)")
     p.add_argument("--force", action="store_true",
                    help="train even if another training uses the same snapshot_prefix")
 
@@ -134,9 +138,21 @@ def run(args) -> int:
     from ..solver.log import glog_to_stderr
 
     rank = parallel.launched()
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    with glog_to_stderr(level if rank is None or rank.rank == 0 else logging.WARNING):
+    root = rank is None or rank.rank == 0
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet or not root else logging.INFO
+    # The loggers stay at INFO (or DEBUG) so that --tensorboard reads the progress even under --quiet;
+    # stderr's handler filters.
+    with glog_to_stderr(min(level, logging.INFO)) as to_stderr, _scalars(args.tensorboard if root else None):
+        to_stderr.setLevel(level)
         return train(args)
+
+
+def _scalars(logdir):
+    if not logdir:
+        return contextlib.nullcontext()
+    from ..solver.tensorboard import tensorboard_scalars
+
+    return tensorboard_scalars(logdir)
 
 
 def replica_main(args) -> int:
