@@ -26,6 +26,9 @@ class _Fake:
     def record(self, stream=None):
         self.log.append(("record", self.name))
 
+    def query(self):
+        return False
+
     def wait_event(self, event):
         self.log.append(("wait", event.name))
 
@@ -55,6 +58,7 @@ def test_the_next_copy_is_queued_when_a_batch_is_handed_out(fake_cuda):
     assert got.name == "b0" and stager.ahead == 1
     assert fake_cuda == [("copy", "b0", True), ("record", "event0"), ("wait", "event0"),
                          ("record_stream", "b0"), ("copy", "b1", True), ("record", "event1")]
+    assert [host[0].name for _, host in stager.in_flight] == ["b0", "b1"]   # kept until copied
 
 
 def test_a_failed_batch_is_raised_when_it_is_asked_for(fake_cuda):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import threading
 from pathlib import Path
 
 import lmdb
 
 from ..errors import NetspecError
+from .lmdb_check import check_file
 
 COMMIT_EVERY = 1000          # convert_imageset commits every 1000 records
 INITIAL_MAP_SIZE = 64 << 20  # 64 MiB; doubled on MapFullError
@@ -30,46 +30,6 @@ def caffe_key(line_id: int, path: str) -> str:
 def is_lmdb(path) -> bool:
     p = Path(path)
     return (p / "data.mdb").is_file() or (p.is_file() and p.name.endswith(".mdb"))
-
-
-# LMDB's two meta pages (mdb.c, 64-bit builds): a 16-byte page header, then MDB_meta with the
-# magic at 16, the free DB's md_pad (= the page size) at 40, mm_last_pg at 136 and mm_txnid at 144.
-_MAGIC = 0xBEEFC0DE
-_META_BYTES = 152
-
-
-def _meta(data: bytes) -> tuple[int, int, int] | None:
-    """(page size, last page number, txn id) of one meta page, None if it is not one."""
-    if len(data) < _META_BYTES or struct.unpack_from("<I", data, 16)[0] != _MAGIC:
-        return None
-    psize = struct.unpack_from("<I", data, 40)[0]
-    last, txnid = struct.unpack_from("<QQ", data, 136)
-    return psize, last, txnid
-
-
-def check_file(path, what: str = "LMDB") -> None:
-    """Compare data.mdb's size with its own meta pages before it is mapped: a truncated file would
-    otherwise kill the process with SIGBUS at the first read past its end."""
-    p = Path(path)
-    f = p / "data.mdb" if p.is_dir() else p
-    try:
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            head = fh.read(_META_BYTES)
-            first = _meta(head)
-            psize = first[0] if first else 0
-            if psize < 512 or psize > (1 << 16) or psize & (psize - 1):
-                raise NetspecError(f"{what} '{f}' is not an LMDB data file (no valid meta page)")
-            fh.seek(psize)
-            second = _meta(fh.read(_META_BYTES))
-    except OSError as e:
-        raise NetspecError(f"{what} '{f}' cannot be read: {e.strerror}") from None
-    metas = [m for m in (first, second) if m and m[0] == psize]
-    last = max(metas, key=lambda m: m[2])[1]
-    need = (last + 1) * psize
-    if size < need:
-        raise NetspecError(f"{what} '{f}' is truncated: its meta page says {need} bytes "
-                           f"({last + 1} pages of {psize}), the file has {size}")
 
 
 def _open(p: Path, what: str) -> lmdb.Environment:
@@ -184,6 +144,19 @@ class Cursor:
         except lmdb.Error as e:
             raise corrupt(self.path, key, e) from None
         return key, value
+
+    def read_key(self) -> str:
+        """The current record's key, then advance (wrapping), without copying its value."""
+        key = None
+        try:
+            if self._cur is None:
+                self._open()
+            key = self._cur.key().decode("utf-8", "replace")
+            if not self._cur.next():
+                self._cur.first()
+        except lmdb.Error as e:
+            raise corrupt(self.path, key, e) from None
+        return key
 
     def skip(self, n: int) -> None:
         """Move past `n` records (wrapping) without copying their values: a sharded reader skips

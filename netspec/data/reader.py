@@ -31,6 +31,7 @@ from ..threads import data_workers
 from . import db as dbmod
 from .datum import parse
 from .transform import DataTransformer
+from .workers import ProcessAssembler, requested_processes
 
 # The storage's reference count (torch-internal; without it every batch gets a fresh buffer).
 _storage_refs = getattr(torch._C, "_storage_Use_Count", None)
@@ -49,8 +50,8 @@ def peek(source) -> tuple[str, pb.Datum]:
 class _BufferPool:
     """Reusable float32 batch buffers; `take` hands out a view, counted while anyone holds it."""
 
-    def __init__(self, cap: int, pin_memory: bool):
-        self.cap, self.pin_memory = cap, pin_memory
+    def __init__(self, cap: int, pin_memory: bool, shared: bool = False):
+        self.cap, self.pin_memory, self.shared = cap, pin_memory, shared
         self.items: list[tuple[torch.Tensor, int]] = []  # (buffer, its reference count when free)
         self.lock = threading.Lock()
 
@@ -59,13 +60,17 @@ class _BufferPool:
         return _storage_refs(t.untyped_storage()._cdata)
 
     def take(self, shape) -> torch.Tensor:
-        if self.pin_memory or _storage_refs is None:
+        if (self.pin_memory and not self.shared) or _storage_refs is None:
             return torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
         with self.lock:
             for buf, free in self.items:
                 if buf.shape == shape and self._refs(buf) == free:
                     return buf.detach()
             buf = torch.empty(shape, dtype=torch.float32)
+            if self.shared:      # worker processes write batches into it (data/workers.py)
+                buf.share_memory_()
+                if self.pin_memory:
+                    _register_pinned(buf)
             if len(self.items) < self.cap:
                 self.items.append((buf, self._refs(buf)))
             return buf.detach()
@@ -75,7 +80,8 @@ class BatchReader:
     """Yields (data float32 NxCxHxW, label float32 N) torch tensors, prefetched in background threads."""
 
     def __init__(self, source, batch_size: int, transformer: DataTransformer, *, phase=pb.TRAIN, rand_skip=0,
-                 prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False, start=0):
+                 prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False, start=0,
+                 processes=None):
         self.source, self.batch_size, self.transformer = str(source), int(batch_size), transformer
         self.cursor = dbmod.Cursor(source)
         self.shard = world_size > 1 and phase == pb.TRAIN
@@ -89,10 +95,13 @@ class BatchReader:
         self._rand_skip = self._to_skip
         if start:
             self._resume_at(int(start))
-        self._buffers = _BufferPool(self.prefetch + 4, pin_memory)
-        workers = data_workers(workers, self.prefetch)
+        processes = requested_processes(processes)
+        self._buffers = _BufferPool(self.prefetch + 4, pin_memory, shared=processes > 0)
+        self._assembler = ProcessAssembler(self.source, transformer, self.batch_size, seed, rank, processes,
+                                           self._buffers, self._first_shape) if processes else None
+        workers = processes or data_workers(workers, self.prefetch)   # with processes: one thread each
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
-        self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor)
+        self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor, self._assembler)
 
     # ---- exact resume ----------------------------------------------------------------------------
     def _offset_after(self, batches: int) -> int:
@@ -127,7 +136,18 @@ class BatchReader:
             self.cursor.skip(gap)
             self.offset += gap
         self.offset += 1
+        if self._assembler is not None:     # the worker reads the value from its own mapping
+            return self.cursor.read_key(), None
         return self.cursor.read()
+
+    def _first_shape(self, record) -> tuple:
+        """(C, H, W) of the batches, from a batch's first record (process workers)."""
+        key, value = record
+        if value is None:
+            with self.cursor.env.begin(buffers=False) as txn:
+                value = txn.get(key.encode("utf-8"))
+        image = self.transformer.array(parse(value, key, self.source), key)
+        return self.transformer.output_shape(image.shape, key)
 
     def _claim(self) -> tuple[int, list]:
         with self._lock:
@@ -140,6 +160,8 @@ class BatchReader:
 
     # ---- one batch (in a worker thread) -----------------------------------------------------------
     def _assemble(self, index: int, records: list) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._assembler is not None:
+            return self._assembler(index, records)
         t = self.transformer
         rng = np.random.default_rng([self.seed, self.rank, index])
         data = label = data_np = label_np = None
@@ -189,6 +211,15 @@ class BatchReader:
         self._finalizer()
 
 
-def _shutdown(pool: ThreadPoolExecutor, cursor: dbmod.Cursor) -> None:
+def _shutdown(pool: ThreadPoolExecutor, cursor: dbmod.Cursor, assembler=None) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
+    if assembler is not None:
+        assembler.close()
     cursor.close()
+
+
+def _register_pinned(buf: torch.Tensor) -> None:
+    """Page-lock a shared-memory buffer for asynchronous copies to the GPU (cudaHostRegister)."""
+    if torch.cuda.is_available():
+        nbytes = buf.untyped_storage().nbytes()
+        torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), nbytes, 0)

@@ -10,6 +10,8 @@ again before the copy has read it. The device tensors are allocated on the side 
 """
 from __future__ import annotations
 
+import collections
+
 import torch
 
 
@@ -20,6 +22,7 @@ class Stager:
         self.next_batch, self.device = next_batch, torch.device(device)
         self.stream = torch.cuda.Stream(device=self.device)
         self.staged = None               # (device tensors, event), or the error preparing them
+        self.in_flight: collections.deque = collections.deque()   # (event, host batch) until copied
 
     @property
     def ahead(self) -> int:
@@ -35,6 +38,11 @@ class Stager:
             on_device = tuple(t.to(self.device, non_blocking=True) for t in host)
             ready = torch.cuda.Event()
             ready.record(self.stream)
+        # A host buffer the reader recycles by reference count (shared-memory slots of worker
+        # processes, page-locked with cudaHostRegister) stays referenced until its copy is done.
+        while self.in_flight and self.in_flight[0][0].query():
+            self.in_flight.popleft()
+        self.in_flight.append((ready, host))
         return on_device, ready
 
     def next(self) -> tuple:

@@ -1,0 +1,96 @@
+"""Data-layer batches assembled in worker processes, for feeding a fast GPU.
+
+The reader's threads (data/reader.py) overlap OpenCV decoding and numpy's arithmetic, which release
+the GIL, but parsing each Datum, drawing its crop and mirror and dispatching the per-image numpy
+calls is Python, one core's worth at most. With `processes` > 0 (NETSPEC_DATA_PROCESSES=N, or
+BatchReader(processes=N)) each batch is assembled in one of N worker processes instead:
+
+- the reader's cursor still walks the LMDB in Caffe's order (sharding and rand_skip unchanged) but
+  takes only the keys; the worker reads the values from its own read-only mapping of the LMDB,
+  so no record crosses a pipe;
+- the worker writes the float32 batch straight into a shared-memory slot that the main process
+  handed it and hands back the labels; slots are recycled once nobody holds their batch (as the
+  reader's own buffers), so no batch pays for fresh pages;
+- the crops and mirrors are drawn from the same per-batch generator (seed, rank, batch index) as in
+  the threads, so the batches are identical whichever way they are made.
+
+Workers are started with 'spawn' (a forked copy of a process holding CUDA or OpenMP state is not
+safe) once per reader, and import netspec, numpy and OpenCV: about a second each.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import torch
+
+from ..errors import NetspecError
+from .datum import parse
+from .transform import DataTransformer
+
+PROCESSES_ENV = "NETSPEC_DATA_PROCESSES"
+
+_WORKER: dict = {}   # in a worker process: its transformer and its LMDB transaction
+
+
+def requested_processes(explicit: int | None = None) -> int:
+    """Worker processes asked for: `explicit`, else NETSPEC_DATA_PROCESSES, else 0 (threads)."""
+    if explicit is not None:
+        return max(0, int(explicit))
+    text = os.environ.get(PROCESSES_ENV, "0") or "0"
+    try:
+        n = int(text)
+    except ValueError:
+        raise NetspecError(f"{PROCESSES_ENV}: expected a number of worker processes, found {text!r}") from None
+    if n < 0:
+        raise NetspecError(f"{PROCESSES_ENV}: expected 0 or more worker processes, found {n}")
+    return n
+
+
+def _init_worker(source: str, transformer: DataTransformer) -> None:
+    import lmdb
+
+    torch.set_num_threads(1)          # the parent computes; a worker's numpy/OpenCV use one core
+    env = lmdb.open(source, readonly=True, lock=False, readahead=False, subdir=os.path.isdir(source))
+    _WORKER.update(transformer=transformer, env=env, source=source)
+
+
+def _assemble_in_worker(keys: list[str], out: torch.Tensor, seed: int, rank: int, index: int) -> list[float]:
+    """Transform the records of `keys` into `out` (shared memory); the labels."""
+    t, source = _WORKER["transformer"], _WORKER["source"]
+    rng = np.random.default_rng([seed, rank, index])
+    out_np, labels = out.numpy(), []
+    with _WORKER["env"].begin(buffers=False) as txn:
+        for i, key in enumerate(keys):
+            value = txn.get(key.encode("utf-8"))
+            if value is None:
+                raise NetspecError(f"'{source}': record '{key}' disappeared while reading")
+            datum = parse(value, key, source)
+            t(t.array(datum, key), rng, out=out_np[i], key=key)
+            labels.append(float(datum.label))
+    return labels
+
+
+class ProcessAssembler:
+    """BatchReader's `_assemble` done by worker processes: (index, records) -> (data, label)."""
+
+    def __init__(self, source: str, transformer: DataTransformer, batch_size: int, seed: int, rank: int,
+                 processes: int, slots, shape_of):
+        self.source, self.batch_size, self.seed, self.rank = source, batch_size, seed, rank
+        self.slots, self.shape_of = slots, shape_of
+        ctx = torch.multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(source, transformer))
+        self.shape = None
+
+    def __call__(self, index: int, records: list) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shape is None:        # the first batch's first record shapes every batch
+            self.shape = (self.batch_size,) + self.shape_of(records[0])
+        data = self.slots.take(self.shape)
+        keys = [key for key, _ in records]
+        labels = self.pool.submit(_assemble_in_worker, keys, data, self.seed, self.rank, index).result()
+        return data, torch.tensor(labels, dtype=torch.float32)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
