@@ -229,3 +229,15 @@ def test_parse_log_writes_parse_log_py_tables_byte_for_byte(capsys, tmp_path):
     for suffix in (".train", ".test"):
         assert (tmp_path / f"caffe_train.log{suffix}").read_bytes() == \
             (DATA / "parse_log" / f"caffe_train.log{suffix}").read_bytes(), suffix
+
+
+def test_parse_log_leaves_a_lone_first_row_out_as_parse_log_py(capsys, tmp_path):
+    # the fixture's first 13 lines: one test and one train row at iteration 0; BVLC's parse_log.py
+    # writes neither file for it ("Not writing ...; no lines to write")
+    lines = (DATA / "parse_log" / "caffe_train.log").read_text().splitlines(keepends=True)
+    (tmp_path / "short.log").write_text("".join(lines[:13]))
+    rc, out, _ = run_cmd(capsys, "parse-log", tmp_path / "short.log", tmp_path, "--verbose")
+    assert rc == 0
+    assert out.splitlines() == [f"Not writing {tmp_path / 'short.log'}.train; no lines to write",
+                                f"Not writing {tmp_path / 'short.log'}.test; no lines to write"]
+    assert not list(tmp_path.glob("short.log.*"))
