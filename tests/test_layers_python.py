@@ -247,3 +247,30 @@ def test_cli_prints_a_python_layer_exception_as_one_line(tmp_path, monkeypatch, 
     assert err[-1] == (f"netspec train: error: layer 'bias': Python layer {MOD}.Raise raised ValueError in "
                        "forward: boom in forward")
     assert not any("Traceback" in line for line in err)
+
+
+def test_multilabel_data_layer_shaped_once_in_setup_feeds_training(tmp_path, monkeypatch):
+    """The pascal-multilabel notebook's data layer pattern: its batches reach the net unchanged on every
+    forward, and a SigmoidCrossEntropyLoss net trained on it through the pycaffe API has the loss numpy
+    computes from the net's own blobs."""
+    monkeypatch.chdir(tmp_path)
+    data = f'python_param {{ module: "{MOD}" layer: "MultilabelData" ' \
+           'param_str: "{\'batch_size\': 2, \'im_shape\': [4, 5]}" }'
+    net = f'''name: "multilabel"
+layer {{ name: "data" type: "Python" top: "data" top: "label" {data} }}
+layer {{ name: "score" type: "InnerProduct" bottom: "data" top: "score"
+  inner_product_param {{ num_output: 20 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}
+layer {{ name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "score" bottom: "label" top: "loss" }}
+'''
+    solver = netspec.SGDSolver(write_run(tmp_path, net, "ml", 3))
+    for batch in range(3):
+        solver.step(1)
+        blobs = solver.net.blobs
+        assert blobs["data"].data.shape == (2, 3, 4, 5)
+        np.testing.assert_array_equal(blobs["data"].data[:, 0, 0, 0], np.float32([batch / 10, (batch + 1) / 10]))
+        np.testing.assert_array_equal(blobs["label"].data[1], (np.arange(20) + 1) % 2)
+    solver.net.forward()
+    x, y = solver.net.blobs["score"].data.astype(np.float64), solver.net.blobs["label"].data
+    expected = np.sum(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))) / 2
+    assert solver.net.blobs["loss"].data == pytest.approx(expected, rel=1e-5)
+    assert solver.net.blobs["data"].data[0, 0, 0, 0] == np.float32(0.3)   # the 4th forward

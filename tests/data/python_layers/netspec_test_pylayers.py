@@ -120,3 +120,27 @@ class Raise(caffe.Layer):
 class RaiseInSetup(caffe.Layer):
     def setup(self, bottom, top):
         raise KeyError("no such option")
+
+
+class MultilabelData(caffe.Layer):
+    """pascal-multilabel-with-datalayer's pattern: a dict in param_str, the tops shaped once in setup,
+    an empty reshape; batch i holds images (i + n) / 10 and labels n % 2."""
+
+    def setup(self, bottom, top):
+        params = eval(self.param_str)  # noqa: S307  (the notebook's own way)
+        self.batch_size, self.shape = params["batch_size"], params["im_shape"]
+        self.batch = 0
+        top[0].reshape(self.batch_size, 3, *self.shape)
+        top[1].reshape(self.batch_size, 20)
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        for n in range(self.batch_size):
+            top[0].data[n, ...] = (self.batch + n) / 10.0
+            top[1].data[n, ...] = (np.arange(20) + n) % 2
+        self.batch += 1
+
+    def backward(self, top, propagate_down, bottom):
+        pass
