@@ -45,15 +45,15 @@ class LRN(Layer):
         pre = (self.size - 1) // 2
         sq = x * x
         if self.across:
-            # Mean over the n-channel window with zero padding = (1/n)·Σ x². torch refuses a kernel
-            # longer than the unpadded axis, so fewer channels than local_size are padded by hand.
-            sq = sq.unsqueeze(1)
-            if x.shape[1] < self.size:
-                sq, pad = F.pad(sq, (0, 0, 0, 0, pre, pre)), 0
-            else:
-                pad = pre
-            mean = F.avg_pool3d(sq, (self.size, 1, 1), stride=1, padding=(pad, 0, 0)).squeeze(1)
-            scale = self.k + self.alpha * mean
+            # Mean over the n-channel window with zero padding = (1/n)·Σ x², summed as n shifted
+            # slices of the padded squares: the same sums, several times faster on the CPU than a
+            # 3-D average pooling, and windows longer than the channel axis need no special case.
+            padded = F.pad(sq, (0, 0, 0, 0, pre, pre))
+            channels = x.shape[1]
+            total = padded[:, :channels].clone()
+            for i in range(1, self.size):
+                total.add_(padded[:, i:i + channels])
+            scale = self.k + self.alpha * (total / self.size)
         else:
             if min(x.shape[2:]) < self.size:
                 sq, pad = F.pad(sq, (pre, pre, pre, pre)), 0
