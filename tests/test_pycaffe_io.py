@@ -83,13 +83,14 @@ def images(tmp_path_factory):
     cv2.imwrite(str(d / "c.jpg"), bgr)
     cv2.imwrite(str(d / "g.png"), bgr[:, :, 0])
     cv2.imwrite(str(d / "a.png"), np.dstack([bgr, bgr[:, :, :1]]))
+    cv2.imwrite(str(d / "c16.png"), bgr.astype(np.uint16) * 257 + np.uint16(3))  # 16-bit: img_as_float / 65535
     return d
 
 
 def ref_load(path, color):
     """skimage.io.imread(as_gray=not color) + img_as_float, with Pillow decoding, as pycaffe's load_image."""
-    raw = np.asarray(Image.open(path))
-    img = raw / 255.0
+    raw = _pillow_or_opencv(path)
+    img = raw / float(np.iinfo(raw.dtype).max)
     if img.ndim == 3:
         img = img[:, :, :3]
         if not color:
@@ -102,7 +103,15 @@ def ref_load(path, color):
     return img
 
 
-@pytest.mark.parametrize("name", ["c.png", "c.jpg", "g.png", "a.png"])
+def _pillow_or_opencv(path):
+    """The stored pixels: Pillow's (what skimage reads with), but 16-bit colour, which Pillow cannot
+    hold, from OpenCV with its BGR reversed."""
+    if path.name == "c16.png":
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+    return np.asarray(Image.open(path))
+
+
+@pytest.mark.parametrize("name", ["c.png", "c.jpg", "g.png", "a.png", "c16.png"])
 @pytest.mark.parametrize("color", [True, False])
 def test_load_image_matches_skimage_float_rgb(images, name, color):
     got = cio.load_image(str(images / name), color=color)

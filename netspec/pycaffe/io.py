@@ -206,15 +206,12 @@ def load_image(filename, color=True):
     """An image file as float32 in [0, 1]: H×W×3 RGB (color=True; gray is repeated, alpha dropped)
     or H×W×1 intensity (color=False; colour images as skimage's rgb2gray)."""
     img = _read(filename)
-    if img.ndim == 3:
-        img = img[:, :, :1] if img.shape[2] == 2 else img[:, :, [2, 1, 0, 3][:img.shape[2]]]  # BGR(A) -> RGB(A)
-        img = img[:, :, 0] if img.shape[2] == 1 else img
+    if img.ndim == 3:  # gray (+ alpha) keeps its intensity; OpenCV's BGR(A) becomes RGB, alpha dropped
+        img = img[:, :, 0] if img.shape[2] <= 2 else img[:, :, 2::-1]
     scale = 1.0 / np.iinfo(img.dtype).max if img.dtype.kind in "ui" else 1.0  # float images stay as stored
     img = np.multiply(img, scale, dtype=np.float64)  # skimage's img_as_float
     if img.ndim == 3 and not color:
-        img = img[:, :, :3] @ _GRAY
-    elif img.ndim == 3:
-        img = img[:, :, :3]
+        img = img @ _GRAY
     img = img.astype(np.float32)
     if img.ndim == 2:
         img = img[:, :, None]
