@@ -128,12 +128,11 @@ def _steps(net):
         for lp in net.layer:
             yield lp, (lp.device[0] if lp.device else ""), None, 0, []
         return
-    counts: dict[str, int] = {}
-    for info in net.learnable_params():
-        counts[info.layer] = counts.get(info.layer, 0) + info.tensor.numel()
+    owner = {id(info.tensor): info.layer for info in net.learnable_params()}
     for step, lp in zip(net.steps, net.layer_params):
         shapes = [net.blob_shapes[t] for t in lp.top] if step.is_input else list(step.layer.top_shapes)
-        yield lp, step.logical_device, shapes, counts.get(lp.name, 0), step.transfers
+        params = sum(t.numel() for t in step.layer.blobs if owner.get(id(t)) == lp.name)
+        yield lp, step.logical_device, shapes, params, step.transfers
 
 
 def net_graph(net, shape_text=None, display_lrm: bool = False) -> Graph:
@@ -151,12 +150,16 @@ def net_graph(net, shape_text=None, display_lrm: bool = False) -> Graph:
         for b in (b for b in net.input_names if b not in from_layers):   # legacy `input:` blobs
             g.nodes.append(Node(blob_id(b), "blob", [b, fmt(net.blob_shapes[b])], BLOB_FILL))
             version[b] = 0
-    for lp, device, shapes, params, transfers in _steps(net):
+    drawn: set[str] = set()
+    for k, (lp, device, shapes, params, transfers) in enumerate(_steps(net)):
         if device and device not in g.devices:
             g.devices[device] = PALETTE[len(g.devices) % len(PALETTE)]
         lid = f"layer:{lp.name}"
-        if lid in writer.values():    # a same-named layer of another phase (--phase ALL): one node, as draw_net
-            continue
+        if lid in drawn and isinstance(net, pb.NetParameter) and lid in writer.values():
+            continue                  # a same-named layer of another phase (--phase ALL): one node, as draw_net
+        if lid in drawn:              # one net's layers may share a name (Caffe allows it): each its own node
+            lid = f"{lid}:{k}"
+        drawn.add(lid)
         g.nodes.append(Node(lid, "layer", _layer_text(lp, params, device, display_lrm), layer_fill(lp), device))
         copies = {blob: (src or "default", dst or "default") for blob, src, dst in transfers}
         for b in lp.bottom:

@@ -101,3 +101,13 @@ def test_shapes_lists_each_layer_with_its_line(net_file, capsys):
         assert re.search(rf"^score \(line {line}\)\s+Convolution\s+-\s+{top}\s+{n}$", out, re.M), out
     assert re.search(r"^conv1\s+Convolution", out, re.M), out
     assert re.search(r"8 layers\s+138$", out, re.M), out   # 112 + 5 + 5 + 16: both scores counted
+
+
+def test_drawing_gives_each_same_named_layer_its_node(net_file):
+    from netspec.diagram import net_graph
+
+    net = compile_net(load_net(net_file), device_map="cpu", source=str(net_file))
+    layers = [n for n in net_graph(net).nodes if n.kind == "layer"]
+    assert [n.lines[0] for n in layers] == ["data", "conv1", "pool1", "score", "score", "up", "crop", "crop"]
+    assert len({n.id for n in layers}) == 8
+    assert [n.lines[-1] for n in layers if n.lines[0] == "score"] == ["5 params", "5 params"]
