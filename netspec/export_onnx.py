@@ -106,6 +106,9 @@ def export_onnx(net, path, outputs: list[str] | None = None) -> str:
         raise NetspecError(f"ONNX export needs {' and '.join(missing)}: pip install 'netspec[onnx]'")
     if any(layer.is_data and layer.type != "Input" for layer in net.layers.values()):
         raise NetspecError("the net still has data layers; export as_deployed(...) of it")
+    python = [name for name, layer in net.layers.items() if layer.type == "Python"]
+    if python:   # numpy code in a user's module: no ONNX operator can stand for it
+        raise NetspecError(f"Python layer(s) {', '.join(python)} cannot be exported to ONNX", file=path)
     outputs = list(outputs or net.output_names)
     if not outputs:
         raise NetspecError(f"net '{net.name}' has no output blobs to export")

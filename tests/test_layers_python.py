@@ -274,3 +274,13 @@ layer {{ name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "score" bottom: "l
     expected = np.sum(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))) / 2
     assert solver.net.blobs["loss"].data == pytest.approx(expected, rel=1e-5)
     assert solver.net.blobs["data"].data[0, 0, 0, 0] == np.float32(0.3)   # the 4th forward
+
+
+def test_onnx_export_refuses_python_layers_in_one_line(tmp_path):
+    pytest.importorskip("onnx")
+    from netspec.export_onnx import export_onnx
+
+    path = _write('name: "o"\ninput: "x" input_shape { dim: 1 dim: 3 }\n'
+                  f'layer {{ name: "s" type: "Python" bottom: "x" top: "s" {py("Scale", "2")} }}\n')
+    with pytest.raises(NetspecError, match=r"out.onnx: Python layer\(s\) s cannot be exported to ONNX$"):
+        export_onnx(netspec.Net(path, netspec.TEST).compiled, str(tmp_path / "out.onnx"))

@@ -95,21 +95,23 @@ class HostBlob:
 
 class ParamView:
     """A Python layer's learnable blob as pycaffe shows it: `.data` is the Parameter, `.diff` its
-    .grad (host copies for device tensors, written back after each call into the user's code)."""
+    .grad. On a device they are host copies, refreshed when the device tensor has changed since (an
+    update, a load) and written back after each call into the user's code."""
 
     def __init__(self, param: nn.Parameter):
         self._param = param
-        self._views = [None, None]        # (key, array) for data and diff
+        self._views = [None, None]        # [key, version, array] for data and diff
 
     def _view(self, slot: int, t: torch.Tensor) -> np.ndarray:
         key = (t.data_ptr(), tuple(t.shape), t.device)
         cached = self._views[slot]
         if cached is None or cached[0] != key:
             arr = t.detach().numpy() if t.device.type == "cpu" else t.detach().cpu().numpy()
-            cached = self._views[slot] = (key, arr)
-        elif t.device.type != "cpu":
-            np.copyto(cached[1], t.detach().cpu().numpy())
-        return cached[1]
+            cached = self._views[slot] = [key, t._version, arr]
+        elif t.device.type != "cpu" and cached[1] != t._version:
+            np.copyto(cached[2], t.detach().cpu().numpy())
+            cached[1] = t._version
+        return cached[2]
 
     @property
     def data(self) -> np.ndarray:
@@ -122,11 +124,13 @@ class ParamView:
         return self._view(1, self._param.grad)
 
     def write_back(self):
-        """Copy host writes to a device Parameter and its grad (no-op on the CPU: views)."""
+        """Copy host writes to a device Parameter and its grad (nothing to do on the CPU: views)."""
         with torch.no_grad():
             for slot, t in ((0, self._param), (1, self._param.grad)):
-                if t is not None and t.device.type != "cpu" and self._views[slot] is not None:
-                    t.copy_(torch.from_numpy(self._views[slot][1]))
+                cached = self._views[slot]
+                if t is not None and t.device.type != "cpu" and cached is not None and cached[0][0] == t.data_ptr():
+                    t.copy_(torch.from_numpy(cached[2]))
+                    cached[1] = t._version
 
     def reshape(self, *shape):
         with torch.no_grad():
