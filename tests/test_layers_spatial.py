@@ -68,6 +68,15 @@ def test_im2col_matches_a_loop(shape, text, k, p, s, d):
     np.testing.assert_array_equal(top, _im2col_ref(x.numpy(), k, p, s, d))
 
 
+def test_im2col_axes_before_the_channel_axis_are_batch_axes():
+    x = torch.randn(2, 2, 3, 5, 5, dtype=torch.float64)
+    layer = make_layer('type: "Im2col" convolution_param { axis: 2 kernel_size: 2 stride: 2 }', [x.shape]).double()
+    top = layer(x).numpy()
+    assert top.shape == layer.top_shapes[0] == (2, 2, 12, 2, 2)
+    want = _im2col_ref(x.numpy().reshape(4, 3, 5, 5), (2, 2), (0, 0), (2, 2), (1, 1))
+    np.testing.assert_array_equal(top.reshape(4, 12, 2, 2), want)
+
+
 def test_im2col_gradient():
     layer = make_layer('type: "Im2col" convolution_param { kernel_size: 3 stride: 2 dilation: 2 pad: 1 }',
                        [(1, 2, 5, 6)])
