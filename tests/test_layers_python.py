@@ -284,3 +284,25 @@ def test_onnx_export_refuses_python_layers_in_one_line(tmp_path):
                   f'layer {{ name: "s" type: "Python" bottom: "x" top: "s" {py("Scale", "2")} }}\n')
     with pytest.raises(NetspecError, match=r"out.onnx: Python layer\(s\) s cannot be exported to ONNX$"):
         export_onnx(netspec.Net(path, netspec.TEST).compiled, str(tmp_path / "out.onnx"))
+
+
+def test_module_whose_own_import_fails_is_told_apart(tmp_path, monkeypatch):
+    (tmp_path / "netspec_test_broken_layer.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    msg = str(_net_error('python_param { module: "netspec_test_broken_layer" layer: "L" }'))
+    assert "importing module 'netspec_test_broken_layer' failed: No module named 'no_such_dependency_xyz'" in msg
+
+
+def test_shared_param_name_ties_python_layer_blobs():
+    """Two Python Bias layers sharing their blob by ParamSpec name: one Parameter, seen by both users."""
+    path = _write('name: "tie" force_backward: true\ninput: "x" input_shape { dim: 2 dim: 3 }\n'
+                  f'layer {{ name: "b1" type: "Python" bottom: "x" top: "y" param {{ name: "shared" }} {py("Bias", "1")} }}\n'
+                  f'layer {{ name: "b2" type: "Python" bottom: "y" top: "z" param {{ name: "shared" }} {py("Bias", "5")} }}\n')
+    net = netspec.Net(path, netspec.TRAIN)
+    one, two = (net.layers[net._layer_names.index(n)] for n in ("b1", "b2"))
+    np.testing.assert_array_equal(two.blobs[0].data, one.blobs[0].data)    # the owner's values: 1
+    net.blobs["x"].data[...] = 0
+    np.testing.assert_array_equal(net.forward()["z"], np.full((2, 3), 2.0))
+    net.blobs["z"].diff[...] = 1
+    net.backward()
+    np.testing.assert_array_equal(one.blobs[0].diff, [4.0, 4.0, 4.0])       # both layers' sums, one diff

@@ -1,7 +1,8 @@
 """The Python layer: `type: "Python"` runs a user's class written against pycaffe's `caffe.Layer`
 (Caffe's include/caffe/layers/python_layer.hpp and GetPythonLayer in src/caffe/layer_factory.cpp).
 
-`python_param { module: "m" layer: "C" param_str: "..." }` imports module `m` from sys.path (as
+`python_param { module: "m" layer: "C" param_str: "..." }` (share_in_parallel is ignored: every
+training process builds its own layers) imports module `m` from sys.path (as
 Caffe does: the `caffe` tool and pycaffe find it through PYTHONPATH, or a pycaffe script's own
 folder) and builds `C(layer_param)`. Before `setup` the instance gets `param_str`, `phase` and
 `blobs` (add_blob(*shape) makes a learnable blob, zero-filled as Caffe's). Caffe's sequence follows:
@@ -98,9 +99,14 @@ class ParamView:
     .grad. On a device they are host copies, refreshed when the device tensor has changed since (an
     update, a load) and written back after each call into the user's code."""
 
-    def __init__(self, param: nn.Parameter):
-        self._param = param
+    def __init__(self, layer: nn.Module, name: str):
+        # looked up on every use: a ParamSpec name shared with another layer replaces the Parameter
+        self._layer, self._name = layer, name
         self._views = [None, None]        # [key, version, array] for data and diff
+
+    @property
+    def _param(self) -> nn.Parameter:
+        return getattr(self._layer, self._name)
 
     def _view(self, slot: int, t: torch.Tensor) -> np.ndarray:
         key = (t.data_ptr(), tuple(t.shape), t.device)
@@ -125,18 +131,19 @@ class ParamView:
 
     def write_back(self):
         """Copy host writes to a device Parameter and its grad (nothing to do on the CPU: views)."""
+        param = self._param
         with torch.no_grad():
-            for slot, t in ((0, self._param), (1, self._param.grad)):
+            for slot, t in ((0, param), (1, param.grad)):
                 cached = self._views[slot]
                 if t is not None and t.device.type != "cpu" and cached is not None and cached[0][0] == t.data_ptr():
                     t.copy_(torch.from_numpy(cached[2]))
                     cached[1] = t._version
 
     def reshape(self, *shape):
+        param = self._param
         with torch.no_grad():
-            self._param.data = torch.zeros(tuple(int(d) for d in shape), dtype=self._param.dtype,
-                                           device=self._param.device)
-        self._param.grad = None
+            param.data = torch.zeros(tuple(int(d) for d in shape), dtype=param.dtype, device=param.device)
+        param.grad = None
 
     shape = property(lambda self: tuple(self._param.shape))
     count = property(lambda self: int(self._param.numel()))
@@ -154,7 +161,7 @@ class BlobVec(list):
         self._layer = layer
 
     def add_blob(self, *shape):
-        self.append(ParamView(self._layer.add_param(shape)))
+        self.append(ParamView(self._layer, self._layer.add_param(shape)))
 
 
 def _load_class(lp):
@@ -166,7 +173,7 @@ def _load_class(lp):
     try:
         module = importlib.import_module(pp.module)
     except ModuleNotFoundError as e:
-        if e.name and pp.module.split(".")[0].startswith(e.name.split(".")[0]):
+        if e.name == pp.module or pp.module.startswith(f"{e.name}."):     # not one it imports
             raise NetspecError(f"python_param: no module named '{pp.module}' on sys.path (add its folder to "
                                "PYTHONPATH, as for Caffe)", layer=lp.name) from None
         raise NetspecError(f"python_param: importing module '{pp.module}' failed: {e}", layer=lp.name) from e
@@ -206,11 +213,11 @@ class Python(Layer):
         self._call(self.user.reshape, "reshape", self.bottom_blobs, self.top_blobs)
         self.is_data = not bottom_shapes     # a data layer in Python (no bottoms, e.g. pascal's loader)
 
-    def add_param(self, shape) -> nn.Parameter:
+    def add_param(self, shape) -> str:
         name = f"blob{len(self.blob_names)}"
         self.register_parameter(name, nn.Parameter(torch.zeros(tuple(int(d) for d in shape))))
         self.blob_names = self.blob_names + (name,)
-        return getattr(self, name)
+        return name
 
     def _call(self, fn, what: str, *args):
         """Run the user's code; what it raises becomes one line naming layer, module and exception."""
