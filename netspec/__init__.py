@@ -30,7 +30,7 @@ _LAZY = {
     "Detector": ".pycaffe.detector",
 }
 # pycaffe's modules, reachable as attributes once `import netspec as caffe` (pycaffe's __init__ imports io).
-_SUBMODULES = ("io", "draw", "coord_map", "classifier", "detector")
+_SUBMODULES = ("io", "draw", "coord_map", "classifier", "detector", "net_spec", "pycaffe")
 
 
 def __getattr__(name: str):

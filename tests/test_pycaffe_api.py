@@ -182,3 +182,14 @@ def test_backward_callbacks_run_layer_by_layer_with_the_same_diffs(tmp_path, liv
         for a, b in zip(hooked.params[name], plain.params[name]):
             np.testing.assert_allclose(a.diff, b.diff, rtol=1e-6, atol=1e-7, err_msg=name)
     np.testing.assert_allclose(calls[11][2], plain.params["ip1"][0].diff, rtol=1e-6)   # after ip1
+
+
+def test_pycaffe_modules_are_attributes_of_the_package():
+    """`import netspec as caffe` then caffe.net_spec / caffe.draw / caffe.io ... without importing them
+    (the package's __getattr__ imports on first use; called directly so earlier imports cannot hide it)."""
+    import importlib
+
+    package = importlib.import_module("netspec")
+    for name in ("io", "draw", "coord_map", "classifier", "detector", "net_spec", "pycaffe"):
+        assert package.__getattr__(name) is importlib.import_module(f"netspec.{name}")
+    assert caffe.net_spec.NetSpec is caffe.NetSpec and caffe.pycaffe.Net is caffe.Net
