@@ -70,7 +70,7 @@ def run_cli(*argv, cwd=None, env=None) -> subprocess.CompletedProcess:
     """`python -m netspec ARGV` in a child process (a SIGBUS there cannot take the test run down)."""
     full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "netspec", *map(str, argv)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 @contextlib.contextmanager
@@ -80,7 +80,7 @@ def small_fs(folder: Path, size_kb: int = 64, read_only: bool = False):
     folder.mkdir(parents=True, exist_ok=True)
     opts = f"size={size_kb}k" + (",ro" if read_only else "")
     mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)], capture_output=True).returncode == 0
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)], capture_output=True, check=False).returncode == 0
     if not mounted:
         pytest.skip("needs root to mount a small tmpfs")
     try:

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from google.protobuf import text_format
+from reliability_helpers import (
+    encoded,
+    jpeg_header,
+    make_lmdb,
+    one_line,
+    png_header,
+    put_records,
+    run_cli,
+    small_fs,
+)
 
 from netspec.cli import main
 from netspec.data import convert as conv
@@ -23,13 +35,9 @@ from netspec.data.mean import compute_mean, save_mean
 from netspec.errors import NetspecError
 from netspec.formats.export import export_state_dict
 from netspec.formats.image_header import declared_size
-from netspec.graph import compile_net
 from netspec.frontend import prepare_net
+from netspec.graph import compile_net
 from netspec.proto import pb
-from google.protobuf import text_format
-
-from reliability_helpers import (encoded, jpeg_header, make_lmdb, one_line, png_header, put_records, run_cli,
-                                 small_fs)
 
 
 def data_net(source: Path) -> str:
@@ -82,8 +90,22 @@ def test_corrupted_lmdb_pages_are_one_line(tmp_path, page):
     data[page * 4096:(page + 1) * 4096] = b"\xab" * 4096
     (db / "data.mdb").write_bytes(bytes(data))
     for read in (compute_mean, color_pca):
-        with pytest.raises(NetspecError, match=r"LMDB '.*db' is corrupted (at its first|near) record"):
+        with pytest.raises(NetspecError, match=r"LMDB '.*db/data.mdb' is corrupted: page \d+ should be a"):
             read(db)
+
+
+def test_a_branch_page_pointing_back_at_itself_is_one_line_not_an_lmdb_abort(tmp_path):
+    # liblmdb follows the child pointer, expects a leaf and aborts: "Assertion 'IS_LEAF(mp)' failed"
+    db = make_lmdb(tmp_path / "db", n=400, size=8)
+    data = bytearray((db / "data.mdb").read_bytes())
+    root = struct.unpack_from("<Q", data, 4096 + 128)[0]          # meta page 1 (the newer): main DB root
+    lower = struct.unpack_from("<H", data, root * 4096 + 12)[0]
+    last_node = struct.unpack_from("<H", data, root * 4096 + lower - 2)[0]
+    struct.pack_into("<HHH", data, root * 4096 + last_node, root, 0, 0)
+    (db / "data.mdb").write_bytes(bytes(data))
+    done = run_cli("compute-image-mean", db)
+    assert done.returncode == 1, (done.returncode, done.stderr)   # -6 was SIGABRT
+    assert f"is corrupted: page {root} is referenced twice" in one_line(done.stderr)
 
 
 # ---- image headers ------------------------------------------------------------------------------------
@@ -163,10 +185,10 @@ def test_disk_full_while_writing_an_lmdb_is_one_line(tmp_path):
     import cv2
     for i in range(6):
         cv2.imwrite(str(images / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    with small_fs(tmp_path / "full", size_kb=64) as full:
-        with pytest.raises(NetspecError, match=r"cannot (write|create) LMDB '.*out.partial'"):
-            conv.convert(images, [(f"{i}.png", 0) for i in range(6)], full / "out", progress=False,
-                         workers=1, commit_every=2)
+    with small_fs(tmp_path / "full", size_kb=64) as full, \
+            pytest.raises(NetspecError, match=r"cannot (write|create) LMDB '.*out.partial'"):
+        conv.convert(images, [(f"{i}.png", 0) for i in range(6)], full / "out", progress=False,
+                     workers=1, commit_every=2)
 
 
 # ---- convert-imagenet's input -------------------------------------------------------------------------

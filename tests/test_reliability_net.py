@@ -6,12 +6,11 @@ solver state with a negative iter, and a test_iter repeated for the one generic 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from google.protobuf import text_format
+from reliability_helpers import make_lmdb, one_line
 
 from netspec.cli import main
 from netspec.errors import NetspecError
@@ -21,8 +20,6 @@ from netspec.frontend import load_net, load_solver
 from netspec.graph import compile_net
 from netspec.proto import pb
 from netspec.solver.solver import Solver
-
-from reliability_helpers import make_lmdb, one_line
 
 INPUT = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 1 dim: 8 dim: 8 } } }\n'
 

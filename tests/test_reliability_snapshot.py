@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from reliability_helpers import one_line, small_fs
 
 from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.frontend import load_solver
 from netspec.solver.solver import Solver
-
-from reliability_helpers import one_line, small_fs
 
 NET = """name: "tiny"
 layer { name: "data" type: "DummyData" top: "data" top: "label"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import text_format
 
 from netspec.cli import main
 from netspec.data import db as dbmod
@@ -21,7 +20,6 @@ from netspec.data.datum import mat_to_datum
 from netspec.formats.caffemodel import read_weights
 from netspec.formats.solverstate import read_solverstate, write_solverstate
 from netspec.frontend import load_solver
-from netspec.proto import pb
 from netspec.solver.solver import Solver
 
 RECORDS = 27
@@ -81,8 +79,8 @@ def weights(folder: Path, it: int) -> dict:
 
 def assert_equal_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys() == {"conv", "ip"}
-    for name in a:
-        for k, (x, y) in enumerate(zip(a[name], b[name])):
+    for name, blobs in a.items():
+        for k, (x, y) in enumerate(zip(blobs, b[name])):
             assert np.array_equal(x, y), f"blob {name}/{k}: worst difference {np.abs(x - y).max():.3g}"
 
 

@@ -16,18 +16,24 @@ from pathlib import Path
 
 import torch
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; the prefix is not locked
-    fcntl = None
-
 from ..errors import NetspecError
 from ..formats.atomic import remove_stale_temps
 from ..formats.caffemodel import load_weights, write_caffemodel
 from ..formats.hdf5 import read_hdf5_solverstate, write_hdf5_solverstate, write_hdf5_weights
-from ..formats.solverstate import (check_counters, check_history, history_arrays, make_solverstate,
-                                  read_solverstate, write_solverstate)
+from ..formats.solverstate import (
+    check_counters,
+    check_history,
+    history_arrays,
+    make_solverstate,
+    read_solverstate,
+    write_solverstate,
+)
 from ..proto import pb
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the prefix is not locked
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
