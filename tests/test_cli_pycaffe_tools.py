@@ -158,6 +158,11 @@ def test_extract_features_unknown_blob_is_one_line(feature_net, capsys, tmp_path
     rc, _, err = run_cmd(capsys, "extract-features", d / "w.caffemodel", d / "net.prototxt", "ip",
                          tmp_path / "out", 1, "leveldb")
     assert rc == 1 and "netspec writes LMDB only" in err
+    (tmp_path / "taken").mkdir()
+    rc, _, err = run_cmd(capsys, "extract-features", d / "w.caffemodel", d / "net.prototxt", "ip",
+                         tmp_path / "taken", 1)
+    assert rc == 1 and err.strip().splitlines()[-1].endswith(
+        f"output DB '{tmp_path / 'taken'}' already exists; remove it or choose another name")
 
 
 V1_NET = """name: "v1"

@@ -11,6 +11,7 @@ writes LevelDB).
 from __future__ import annotations
 
 import logging
+import os
 
 from ..errors import NetspecError
 
@@ -46,6 +47,9 @@ def check_args(blobs: list[str], dbs: list[str], db_type: str, batches: int) -> 
         raise NetspecError(f"{len(blobs)} blob name(s) but {len(dbs)} dataset name(s); they must pair up")
     if batches < 0:
         raise NetspecError(f"num_mini_batches {batches}: must be 0 or more")
+    for db in dbs:  # Caffe opens them with db::NEW, which refuses an existing one; say so before the net runs
+        if os.path.exists(db):
+            raise NetspecError(f"output DB '{db}' already exists; remove it or choose another name")
 
 
 def check_blobs(net, blobs: list[str], proto: str) -> None:
