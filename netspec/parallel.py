@@ -221,7 +221,9 @@ def spawn(entry, nprocs: int, *args, cpu: bool = False) -> int:
     ignores SIGINT/SIGHUP while it waits; a failing replica stops the others."""
     import torch.multiprocessing as mp
 
-    threads = max((os.cpu_count() or 1) // nprocs, 1) if cpu else 0
+    from .threads import budget
+
+    threads = max(budget() // nprocs, 1) if cpu else 0   # the run's thread budget, shared
     ctx = mp.start_processes(_child, args=(entry, nprocs, free_port(), threads, args), nprocs=nprocs,
                              join=False, start_method="spawn")
     caught = [s for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]

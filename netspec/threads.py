@@ -106,10 +106,15 @@ def configure(flag: int | None = None) -> int:
     return n
 
 
+def budget() -> int:
+    """The compute threads chosen for this run (choosing now if no command chose yet); data-parallel
+    CPU replicas split it between them."""
+    return _chosen or choose()[0]
+
+
 def data_workers(requested: int | None, prefetch: int) -> int:
     """Decoding threads for a Data layer: as asked, else the cores left over by the compute threads
     (at least one, at most `prefetch`), so reading and computing do not oversubscribe the cores."""
     if requested:
         return requested
-    compute = _chosen or choose()[0]
-    return max(1, min(prefetch, usable_cores() - compute))
+    return max(1, min(prefetch, usable_cores() - budget()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib
 import logging
 import pkgutil
@@ -61,6 +62,7 @@ def _module_constant(path: Path, attr: str, depth: int = 0):
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def command_text(name: str, attr: str) -> str:
     """A command's HELP or EXAMPLES, from its source when literal, else by importing it."""
     value = _module_constant(Path(__file__).with_name(f"cmd_{name.replace('-', '_')}.py"), attr)
