@@ -306,3 +306,17 @@ def test_shared_param_name_ties_python_layer_blobs():
     net.blobs["z"].diff[...] = 1
     net.backward()
     np.testing.assert_array_equal(one.blobs[0].diff, [4.0, 4.0, 4.0])       # both layers' sums, one diff
+
+
+def test_half_precision_bottoms_reach_the_user_as_float32():
+    """Under mixed precision a Python layer still sees float32 arrays (numpy has no bfloat16); its
+    bottoms' gradients come back in their own dtype."""
+    layer = make(f'type: "Python" {py("Mul")}', [(2, 3), (2, 3)])
+    a = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.25, -1.0]], dtype=torch.bfloat16, requires_grad=True)
+    b = torch.full((2, 3), 2.0, dtype=torch.bfloat16)
+    y = layer(a, b)
+    assert y.dtype == torch.float32
+    np.testing.assert_array_equal(y.detach().numpy(), a.float().detach().numpy() ** 2 * 2)
+    y.sum().backward()
+    assert a.grad.dtype == torch.bfloat16
+    np.testing.assert_array_equal(a.grad.float().numpy(), 4 * a.float().detach().numpy())

@@ -51,6 +51,16 @@ def wrap_exception(exc: Exception, message: str, layer: str) -> NetspecError:
         return PythonLayerError(message, layer=layer)
 
 
+def host_dtype(dtype: torch.dtype) -> np.dtype:
+    """float64 stays (gradient checks); everything else is float32, as pycaffe's blobs (numpy has no
+    bfloat16, and user code expects Caffe's float)."""
+    return np.dtype(np.float64 if dtype == torch.float64 else np.float32)
+
+
+def _host(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    return t.detach().to(torch.float64 if dtype == np.float64 else torch.float32).cpu().numpy()
+
+
 class HostBlob:
     """A bottom or top as pycaffe's Blob: `.data` and `.diff` numpy arrays, `reshape(*shape)`."""
 
@@ -76,15 +86,15 @@ class HostBlob:
 
     def load(self, t: torch.Tensor):
         """Take a tensor's values as data (reallocating only when the shape changes)."""
-        self._dtype = np.dtype(str(t.dtype).replace("torch.", ""))
+        self._dtype = host_dtype(t.dtype)
         self.reshape(*t.shape)
-        np.copyto(self._data, t.detach().cpu().numpy())
+        np.copyto(self._data, _host(t, self._dtype))
 
     def load_diff(self, t: torch.Tensor | None):
         if t is None:
             self._diff[...] = 0
         else:
-            np.copyto(self._diff, t.detach().cpu().numpy().reshape(self._diff.shape))
+            np.copyto(self._diff, _host(t, self._diff.dtype).reshape(self._diff.shape))
 
     shape = property(lambda self: self._data.shape)
     count = property(lambda self: int(self._data.size))
@@ -245,12 +255,12 @@ class Python(Layer):
         return outs[0] if len(outs) == 1 else outs
 
     def run_forward(self, bottoms) -> list[torch.Tensor]:
-        dtype = bottoms[0].dtype if bottoms else torch.float32
+        dtype = host_dtype(bottoms[0].dtype if bottoms else torch.float32)
         device = bottoms[0].device if bottoms else self.device_marker.device
         for blob, t in zip(self.bottom_blobs, bottoms):
             blob.load(t)
         for blob in self.top_blobs:
-            blob._dtype = np.dtype(str(dtype).replace("torch.", ""))
+            blob._dtype = dtype
         self._call(self.user.reshape, "reshape", self.bottom_blobs, self.top_blobs)
         self._call(self.user.forward, "forward", self.bottom_blobs, self.top_blobs)
         self._write_back()
