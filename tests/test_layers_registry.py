@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,8 +14,12 @@ from netspec.layers import REGISTRY, Layer, layer_class, register
 from netspec.proto import pb
 
 # type -> (LayerParameter text, bottom shapes, number of tops).
+# Python layers' test module is found through sys.path, as Caffe finds them through PYTHONPATH.
+sys.path.insert(0, str(Path(__file__).parent / "data" / "python_layers"))
+
 SMOKE = {
     "AbsVal": ("", [(2, 3)], 1),
+    "Python": ('python_param { module: "netspec_test_pylayers" layer: "Scale" param_str: "2" }', [(2, 3)], 1),
     "Accuracy": ("accuracy_param { top_k: 2 }", [(4, 3), (4,)], 2),
     "BNLL": ("", [(2, 3)], 1),
     "BatchNorm": ("", [(4, 3, 2, 2)], 1),
