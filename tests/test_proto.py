@@ -168,4 +168,44 @@ def test_netspec_extensions_are_numbered_from_10000():
     low = {key: number for key, number in declared.items() if number < 10000}
     assert not low, f"netspec extension fields below 10000 would collide with Caffe's: {low}"
     high = {(msg, name) for msg, name, number in all_fields() if number >= 10000}
-    assert high == set(declared), f"fields >= 10000 not marked as netspec extensions: {high ^ set(declared)}"
+    forks_high = {key for key, (number, _) in FORK_FIELDS.items() if number >= 10000}
+    assert high == set(declared) | forks_high, \
+        f"fields >= 10000 not marked as netspec or fork extensions: {high ^ (set(declared) | forks_high)}"
+
+
+# Fields of Caffe forks kept at the fork's own number (README "Fork layers"): (number, fork).
+FORK_FIELDS = {
+    ("LayerParameter", "permute_param"): (202, "SSD"),
+    ("LayerParameter", "prior_box_param"): (203, "SSD"),
+    ("LayerParameter", "detection_output_param"): (204, "SSD"),
+    ("LayerParameter", "norm_param"): (206, "SSD"),
+    ("LayerParameter", "shuffle_channel_param"): (164, "ShuffleNet"),
+    ("LayerParameter", "roi_pooling_param"): (8266711, "Faster R-CNN"),
+    ("LayerParameter", "smooth_l1_loss_param"): (8266712, "Faster R-CNN"),
+    ("PoolingParameter", "ceil_mode"): (1013, "OpenCV"),
+}
+# BVLC caffe.proto's first free number in the messages forks extend ("next available ID: 149";
+# PoolingParameter ends at round_mode = 13): a fork number below it would collide with Caffe's.
+BVLC_NEXT_FREE = {"LayerParameter": 149, "PoolingParameter": 14}
+
+
+def declared_fork_fields() -> dict[tuple[str, str], tuple[int, str]]:
+    """Fields whose declaring line ends in '// fork extension: <fork>', with the enclosing message."""
+    found, stack = {}, []
+    for line in PROTO.read_text().splitlines():
+        code, _, comment = line.partition("//")
+        m = re.match(r"\s*(?:optional|repeated)\s+\S+\s+(\w+)\s*=\s*(\d+)", code)
+        fork = re.match(r"\s*fork extension:\s*(.+?)\s*$", comment)
+        if m and fork and stack:
+            found[(stack[-1], m.group(1))] = (int(m.group(2)), fork.group(1))
+        for brace in re.finditer(r"(?:(?:message|enum|oneof)\s+(\w+)\s*)?\{|\}", code):
+            stack.pop() if brace.group(0) == "}" else stack.append(brace.group(1) or "?")
+    return found
+
+
+def test_fork_fields_keep_their_documented_numbers_clear_of_caffes():
+    declared = declared_fork_fields()
+    assert declared == FORK_FIELDS, f"fork fields differ from the documented list: {set(declared) ^ set(FORK_FIELDS)}"
+    for (message, name), (number, fork) in declared.items():
+        assert field(getattr(pb, message), name).number == number
+        assert number >= BVLC_NEXT_FREE[message], f"{message}.{name} ({fork}) = {number} collides with BVLC's range"
