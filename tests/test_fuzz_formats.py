@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from reliability_helpers import jpeg_header, png_header
 
@@ -76,8 +76,10 @@ def one_line_or_success(read, *args):
     before = peak_rss()
     try:
         read(*args)
+        event("read")
     except NetspecError as e:
         assert "\n" not in str(e) and str(e).strip(), repr(str(e))
+        event("one-line error")
     grown = peak_rss() - before
     assert grown < MEMORY_BOUND, f"peak memory grew by {grown >> 20} MiB"
 
