@@ -29,10 +29,14 @@ CLASSES, PER_CLASS, VAL_PER_CLASS, ITERATIONS = 6, 30, 10, 200
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+STDERR: dict[str, str] = {}
+
+
 def run_cli(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(argv)
+    STDERR[" ".join(argv)] = err.getvalue()
     return rc, out.getvalue()
 
 
@@ -52,6 +56,15 @@ def demo_run(tmp_path_factory):
 def first_record_shape(db_path: Path) -> tuple:
     key, value = next(dbmod.iter_records(db_path))
     return to_array(parse(value, key, db_path), key=key).shape
+
+
+@pytest.mark.slow
+def test_the_training_log_goes_to_its_file_only(demo_run):
+    work, out = demo_run
+    err = STDERR[" ".join(demo_argv(work, ITERATIONS))]
+    log = (work / "train.log").read_text()
+    assert re.search(r"Iteration 0 .*, loss = ", log) and "Iteration" not in err and "Iteration" not in out
+    assert "\r" not in err and all(line[0] in "IWEF" for line in err.splitlines()), err
 
 
 @pytest.mark.slow

@@ -10,10 +10,12 @@ does, so without shapes) and --display_lrm.
 """
 from __future__ import annotations
 
-import sys
+import logging
 
 from .args import add_input_shapes, add_net_state
 from .cmd_shapes import fmt_shape, parse_input_shapes, stages
+
+log = logging.getLogger("netspec.cli.draw")
 
 HELP = "draw a net as a graph of layers and blobs (SVG, PNG, PDF or Graphviz DOT; no Graphviz needed)"
 EXAMPLES = ("  netspec draw models/alexnet/deploy.prototxt alexnet.svg\n"
@@ -50,7 +52,7 @@ def run(args) -> int:
         net, notes = compile_for_inspection(args.net, args.phase, args.level, stages(args.stage),
                                             parse_input_shapes(args.input_shape))
         for _, why in notes.values():
-            print(f"note: {why}", file=sys.stderr)
+            log.warning("%s", why)
     path = write_drawing(net, args.out, args.rankdir, fmt_shape, args.display_lrm)
     print(f"wrote {path}")
     return 0
