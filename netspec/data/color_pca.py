@@ -45,7 +45,8 @@ def color_pca(db_path, samples: int = 10000, seed: int = 0, progress: bool = Fal
             raise NetspecError(f"LMDB '{db_path}' is empty")
         n, s, ss = 0, np.zeros(3), np.zeros((3, 3))
         with env.begin() as txn:
-            for k in tqdm(keys, unit="img", disable=not progress or not sys.stderr.isatty(), desc="color pca", file=sys.stderr):
+            hide = not progress or not sys.stderr.isatty()     # a bar's redraws would fill a log file
+            for k in tqdm(keys, unit="img", disable=hide, desc="color pca", file=sys.stderr):
                 key = k.decode("utf-8", "replace")
                 try:
                     value = txn.get(k)

@@ -290,7 +290,8 @@ def convert(root, lines: list[tuple[str, int]], db_path, opt: Options | None = N
     jobs = [(i, rel, label) for i, (rel, label) in enumerate(lines) if i >= state["done"]]
     t0, processed = time.time(), state["done"]
     results = _results(str(root), opt, jobs, workers)
-    bar = tqdm(total=len(lines), initial=processed, unit="img", disable=not progress or not sys.stderr.isatty(), smoothing=0.05,
+    hide = not progress or not sys.stderr.isatty()     # a bar's redraws would fill a log file
+    bar = tqdm(total=len(lines), initial=processed, unit="img", disable=hide, smoothing=0.05,
                desc=f"convert -> {final.name}", file=sys.stderr)
     try:
         for line_id, value, size, warning, reason in results:

@@ -35,7 +35,8 @@ def compute_mean(db_path, out=None, progress: bool = False) -> np.ndarray:
     if total == 0:
         raise NetspecError(f"LMDB '{db_path}' is empty: no mean to compute")
     acc, n = None, 0
-    for key, value in tqdm(dbmod.iter_records(db_path), total=total, unit="img", disable=not progress or not sys.stderr.isatty(),
+    hide = not progress or not sys.stderr.isatty()     # a bar's redraws would fill a log file
+    for key, value in tqdm(dbmod.iter_records(db_path), total=total, unit="img", disable=hide,
                            desc="mean", file=sys.stderr):
         arr = to_array(decode_native(parse(value, key, db_path), key), key=key)
         if acc is None:
