@@ -10,6 +10,7 @@ from . import indexing, parameter, reduce, spatial  # noqa: F401  (issue 11's ca
 from . import loss_extra, recurrent  # noqa: F401
 from . import python_layer  # noqa: F401  (type "Python": a user's pycaffe-style layer)
 from . import hdf5_layers, image_data, memory_data, window_data  # noqa: F401  (issue 11: data layers)
+from . import fork, rcnn, ssd  # noqa: F401  (layers of Caffe forks: README "Fork layers")
 from .base import REGISTRY, Layer, layer_class, register
 
 try:  # the Data layer (LMDB reader) lives with its transforms and prefetch

@@ -8,6 +8,7 @@ Caffe's rules, which torch's pooling does not share in the edge cases:
   to the image — but sums only the in-image values.
 torch's pooling with its own padding and ceil_mode reproduces this whenever its output size agrees
 and pad <= kernel/2; otherwise the input is padded explicitly and pooled without either.
+The forks' `ceil_mode` (a schema extension) is another name for round_mode.
 STOCHASTIC follows Caffe's GPU kernels: TRAIN samples one element per window with probability
 proportional to its (non-negative) value; TEST gives the value-weighted mean Σx²/Σx.
 """
@@ -70,7 +71,17 @@ class Pooling(Layer):
                 raise self.error("padding is implemented only for MAX and AVE pooling")
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
                 raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
-        self.ceil = p.round_mode == P.CEIL
+        self.ceil = self._rounds_up(p)
+
+    def _rounds_up(self, p) -> bool:
+        """round_mode, or the forks' ceil_mode (OpenCV's field 1013) when given: the same rounding of
+        the output size, named twice; both given with different meanings is refused."""
+        if not p.HasField("ceil_mode"):
+            return p.round_mode == P.CEIL
+        if p.HasField("round_mode") and (p.round_mode == P.CEIL) != p.ceil_mode:
+            raise self.error(f"ceil_mode: {str(p.ceil_mode).lower()} contradicts round_mode: "
+                             f"{P.RoundMode.Name(p.round_mode)}; give one of them")
+        return p.ceil_mode
 
     def _out_size(self, size: int, i: int) -> int:
         k, s, p = self.kernel[i], self.stride[i], self.pad[i]
