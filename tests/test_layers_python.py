@@ -320,3 +320,14 @@ def test_half_precision_bottoms_reach_the_user_as_float32():
     y.sum().backward()
     assert a.grad.dtype == torch.bfloat16
     np.testing.assert_array_equal(a.grad.float().numpy(), 4 * a.float().detach().numpy())
+
+
+def test_debug_shows_the_python_layers_own_traceback(tmp_path, monkeypatch):
+    import traceback
+
+    monkeypatch.chdir(tmp_path)
+    net = PY_NET.replace('layer: "Bias" param_str: "0.5"', 'layer: "Raise" param_str: ""')
+    with pytest.raises(ValueError) as e:
+        main(["train", "--debug", "-solver", write_run(tmp_path, net, "bad", 2)])
+    text = "".join(traceback.format_exception(e.value))
+    assert 'netspec_test_pylayers.py", line' in text and 'raise ValueError("boom in forward")' in text
