@@ -38,15 +38,18 @@ def _inputs(batch: int, shape):
     return np.random.default_rng(0).normal(0, 50, (batch, *shape[1:])).astype(np.float32)   # mean-subtracted pixels
 
 
-def _time(fn, repeats: int) -> list[float]:
+def _time(fn, repeats: int) -> dict:
+    """Wall seconds and this process's CPU seconds per call (CPU time is the steadier figure on a
+    machine other work is using; with one thread on an idle machine the two agree)."""
     for _ in range(3):
         fn()
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - t)
-    return out
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return {"times": wall, "cpu": cpu}
 
 
 def worker_netspec(a) -> dict:
@@ -59,8 +62,7 @@ def worker_netspec(a) -> dict:
     net = caffe.Net(a.prototxt, a.caffemodel, caffe.TEST)
     x = _inputs(a.batch, net.blobs["data"].data.shape)
     net.blobs["data"].data[...] = x
-    times = _time(net.forward, a.repeats)
-    return {"times": times, "prob": net.blobs["prob"].data[:, :5].tolist()}
+    return {**_time(net.forward, a.repeats), "prob": net.blobs["prob"].data[:, :5].tolist()}
 
 
 def worker_opencv(a) -> dict:
@@ -75,8 +77,8 @@ def worker_opencv(a) -> dict:
         net.setInput(x)
         out["prob"] = net.forward()
 
-    times = _time(run, a.repeats)
-    return {"times": times, "prob": out["prob"].reshape(a.batch, -1)[:, :5].tolist(), "version": cv2.__version__}
+    return {**_time(run, a.repeats), "prob": out["prob"].reshape(a.batch, -1)[:, :5].tolist(),
+            "version": cv2.__version__}
 
 
 def worker_onnxruntime(a) -> dict:
@@ -92,8 +94,8 @@ def worker_onnxruntime(a) -> dict:
     def run():
         out["prob"] = sess.run(None, {name: x})[0]
 
-    times = _time(run, a.repeats)
-    return {"times": times, "prob": out["prob"].reshape(a.batch, -1)[:, :5].tolist(), "version": ort.__version__}
+    return {**_time(run, a.repeats), "prob": out["prob"].reshape(a.batch, -1)[:, :5].tolist(),
+            "version": ort.__version__}
 
 
 WORKERS = {"netspec": worker_netspec, "opencv": worker_opencv, "onnxruntime": worker_onnxruntime}
@@ -155,6 +157,8 @@ def main() -> None:
     p.add_argument("--batches", default="1,10")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="which median to compare: wall seconds, or the process's CPU seconds (on a busy machine)")
     p.add_argument("--runtimes", default="netspec,opencv,onnxruntime")
     p.add_argument("--worker", choices=sorted(WORKERS))
     for name in ("prototxt", "caffemodel", "onnx"):
@@ -168,7 +172,7 @@ def main() -> None:
     other = ensure_venv()
     runtimes = a.runtimes.split(",")
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {a.threads} thread(s), "
-          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}, median of {a.repeats}")
+          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}, median {a.clock} time of {a.repeats}")
     print("| net | batch | " + " | ".join(f"{r} ms" for r in runtimes)
           + " | netspec / opencv | netspec / onnxruntime | max |prob| diff |")
     print("|---|---:|" + "---:|" * (len(runtimes) + 3))
@@ -177,7 +181,7 @@ def main() -> None:
             files = prepare(net, batch)
             res = {r: run_worker(sys.executable if r == "netspec" else other, r, files, batch, a.threads,
                                  a.repeats) for r in runtimes}
-            ms = {r: 1000 * statistics.median(v["times"]) for r, v in res.items()}
+            ms = {r: 1000 * statistics.median(v["times" if a.clock == "wall" else "cpu"]) for r, v in res.items()}
             diff = max(abs(x - y) for r in runtimes for row_a, row_b in zip(res[r]["prob"], res[runtimes[0]]["prob"])
                        for x, y in zip(row_a, row_b))
             ratio = [f"{ms['netspec'] / ms[o]:.2f}x" if o in ms and "netspec" in ms else "-"

@@ -35,6 +35,7 @@ import torch
 from .data.reader import BatchReader
 from .data.transform import DataTransformer
 from .errors import NetspecError
+from .graph.inference import inference_module
 from .layers.loss import label_error, label_flags
 from .proto import pb
 from .solver.log import g6
@@ -85,9 +86,15 @@ def score(net, iterations: int, inputs: dict | None = None, on_batch=None) -> Sc
     if iterations <= 0:
         raise NetspecError(f"-iterations must be positive, got {iterations}")
     scores = Scores(iterations, caffe_outputs(net), dict(net.loss_weights))
+    inputs = inputs or {}
+    run = net
+    if net.phase == pb.TEST and all(b in inputs for b in net.input_names):
+        # the inference graph (folded BatchNorm, no Dropout), computing only what is scored
+        graph = inference_module(net, sorted(set(scores.outputs) | set(net.loss_weights)))
+        run = lambda **given: graph(*[given[b] for b in net.input_names])  # noqa: E731
     with torch.no_grad():
         for i in range(iterations):
-            blobs = net(**(inputs or {}))
+            blobs = run(**inputs)
             loss = np.float32(net.total_loss(blobs).item()) if net.loss_weights else np.float32(0)
             scores.loss_sum = np.float32(scores.loss_sum + loss)
             values = {b: blobs[b].detach().to("cpu", torch.float32).numpy().ravel() for b in scores.outputs}
