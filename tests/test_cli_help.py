@@ -81,3 +81,11 @@ def test_caffe_single_dash_flags_reach_the_same_option():
     for spelling in (["-per_class=7"], ["--per-class", "7"], ["--per_class=7"]):
         args = parser.parse_args(caffe_flags(["make-toy-imagenet", "out", *spelling]))
         assert args.per_class == 7, spelling
+
+
+def test_the_command_is_found_after_global_options(monkeypatch):
+    import netspec.cli as cli
+
+    assert cli._chosen(["--threads", "2", "-v", "shapes", "net.prototxt"]) == "shapes"
+    assert cli._chosen(["--threads=2", "plot", "x.log"]) == "plot"
+    assert cli._chosen(["--help"]) is None

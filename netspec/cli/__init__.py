@@ -98,9 +98,15 @@ def _add_other_spellings(p: argparse.ArgumentParser) -> None:
 
 
 def _chosen(argv: list[str]) -> str | None:
-    """The command named on the line: the first word that is not an option (the global options take
-    no values)."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The command named on the line: the first word that is neither an option nor the value of the
+    one global option that takes a value (--threads N)."""
+    words = iter(argv)
+    for a in words:
+        if a == "--threads":
+            next(words, None)
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
