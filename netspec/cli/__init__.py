@@ -4,8 +4,9 @@ Each subcommand lives in `netspec/cli/cmd_<name>.py` and defines `HELP` (one lin
 `EXAMPLES` (text), `add_arguments(parser)` and `run(args) -> int`. Modules are found by file name, so
 adding a command touches one new file. Help must answer without torch (it takes seconds to import):
 `netspec --help` reads HELP from the sources, `netspec CMD --help` imports only cmd_CMD, so a command
-module imports torch and the library's heavy parts inside `run`, never at its top. Caffe's single-dash long flags (`-solver`, `-gpu=0`,
-`-resize_height=256`) are accepted as aliases of `--solver`, `--gpu=0`, ...
+module imports torch and the library's heavy parts inside `run`, never at its top. Caffe's single-dash
+long flags (`-solver`, `-gpu=0`, `-resize_height=256`) are accepted as aliases of `--solver`, `--gpu=0`,
+and every multi-word flag takes both spellings (`--per-class`, `--per_class`).
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def _module_constant(path: Path, attr: str, depth: int = 0):
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def command_text(name: str, attr: str) -> str:
     """A command's HELP or EXAMPLES, from its source when literal, else by importing it."""
     value = _module_constant(Path(__file__).with_name(f"cmd_{name.replace('-', '_')}.py"), attr)
@@ -77,13 +78,14 @@ def _add_common_options(p: argparse.ArgumentParser) -> None:
                        help="log only warnings and errors; no progress bars")
     if "--verbose" not in known:
         p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                       help="more log output (-vv: debug)")
+                       help="debug lines in the log too")
     if "--debug" not in known:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks of errors")
     if "--threads" not in known:
         p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
-                       help="compute threads (default: OMP_NUM_THREADS, else the cores this process may use)")
+                       help="compute threads (default: OMP_NUM_THREADS, else the usable cores that the "
+                            "load leaves free)")
 
 
 def _add_other_spellings(p: argparse.ArgumentParser) -> None:
@@ -124,9 +126,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"netspec {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug lines in the log too")
     parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
-    parser.add_argument("--threads", type=int, metavar="N", help="compute threads (see `netspec train --help`)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="compute threads (default: OMP_NUM_THREADS, else the usable cores that the load "
+                             "leaves free)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in names:
         if name != command:
