@@ -28,7 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("save_feature_dataset_names", help="output DB path(s), comma-separated, one per blob")
     p.add_argument("num_mini_batches", type=int, help="how many forward passes")
     p.add_argument("db_type", nargs="?", default="lmdb", help="lmdb (default; leveldb is not written)")
-    p.add_argument("device", nargs="?", default="CPU", type=str.upper, choices=["CPU", "GPU"])
+    p.add_argument("device", nargs="?", default="CPU", type=str.upper, choices=["CPU", "GPU"],
+                   help="CPU (default) or GPU")
     p.add_argument("device_id", nargs="?", default=0, type=int, help="GPU id (default 0)")
 
 
