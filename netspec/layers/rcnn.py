@@ -123,7 +123,8 @@ class SmoothL1Loss(Layer):
             if tuple(s) != tuple(bottom_shapes[0]):
                 raise self.shape_error(f"bottom {i} '{self.lp.bottom[i]}' has shape {s}, bottom 0 has "
                                        f"{bottom_shapes[0]}; SmoothL1Loss needs equal shapes")
-        self.sigma2 = self.param.sigma ** 2
+        sigma = torch.tensor(self.param.sigma, dtype=torch.float32)
+        self.sigma2 = float(sigma * sigma)  # the fork's float sigma2_
 
     def infer_top_shapes(self, bottom_shapes):
         return [()]
