@@ -148,6 +148,7 @@ def test_no_host_read_between_displays(tmp_path, monkeypatch):
     solver = make_solver(tmp_path, "display: 10 test_interval: 1000 test_initialization: false clip_gradients: 100 "
                                    "average_loss: 4")
     solver.test_nets = []
+    solver._host_only = False            # the path a GPU run takes (on the CPU the guard reads its flag)
     reads = HostReads(monkeypatch)
     flushes = []
     real_flush = solver.deferred.flush
@@ -180,9 +181,11 @@ def test_deferred_losses_give_caffes_smoothed_loss(tmp_path, caplog):
     assert f"Iteration 6 (" in caplog.text
 
 
-def test_non_finite_loss_found_at_display_names_its_iteration_and_skips_every_update(tmp_path):
+@pytest.mark.parametrize("host_only", [True, False])
+def test_non_finite_loss_found_at_display_names_its_iteration_and_skips_every_update(tmp_path, host_only):
     solver = make_solver(tmp_path, "display: 10 test_interval: 1000 test_initialization: false")
     solver.test_nets = []
+    solver._host_only = host_only        # False: the device-side guard a GPU run uses
     solver.step(2)
     with torch.no_grad():
         solver.net.params()["ip2"][0].fill_(float("nan"))

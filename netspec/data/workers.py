@@ -59,6 +59,12 @@ def _init_worker(source: str, transformer: DataTransformer) -> None:
 def _assemble_in_worker(keys: list[str], out: torch.Tensor, seed: int, rank: int, index: int) -> list[float]:
     """Transform the records of `keys` into `out` (shared memory); the labels."""
     t, source = _WORKER["transformer"], _WORKER["source"]
+    # Keeping the slots alive keeps their mapping in torch's receive cache: a slot sent again is not
+    # mapped (and page-faulted) afresh for every batch.
+    kept = _WORKER.setdefault("slots", {})
+    kept.setdefault(out.data_ptr(), out)
+    if len(kept) > 64:
+        kept.pop(next(iter(kept)))
     rng = np.random.default_rng([seed, rank, index])
     out_np, labels = out.numpy(), []
     with _WORKER["env"].begin(buffers=False) as txn:

@@ -132,6 +132,8 @@ class Solver:
         self._inputs: dict = {}
         self._autocast, self._scaler = speed.configure(self.net, sp, self.device, source)
         self._devices = speed.net_devices(self.net, self.device)   # autocast on the layers' devices
+        # The device-side update guard is for devices that queue work (GPUs); on the CPU it is a test.
+        self._host_only = all(d.type == "cpu" for d in [*self._devices, self.device])
         self.deferred = DeferredReads()  # device values read at display time (losses, clip, overflow)
         self._bad = None                 # on the device: a loss since the last read was not finite
 
@@ -396,6 +398,12 @@ class Solver:
         if self._scaler is not None:
             unscaled = self._scaler.unscale_on_device([p.tensor for p in params], self.deferred)
             ok = unscaled if ok is None else ok & unscaled.to(ok.device)
+        if ok is not None and self._host_only:
+            # Nothing is queued on a CPU: reading the flag costs nothing, and skipping the update
+            # here spares the guarded update's copies of the weights and histories.
+            if not bool(ok):
+                return
+            ok = None
         before = debug.before_update(self.net) if sp.debug_info and self.root else None
         self.rule.apply(params, rate, self.iter, ok=ok, defer=self.deferred)
         if before is not None:

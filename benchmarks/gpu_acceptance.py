@@ -1,0 +1,401 @@
+"""One command that proves netspec on a GPU (issue 13): prints one table and appends it to
+benchmarks/RESULTS.md with the machine, the date and the load.
+
+    .venv/bin/python benchmarks/gpu_acceptance.py            # on an H100/H200-class GPU, < 8 minutes
+    .venv/bin/python benchmarks/gpu_acceptance.py --dry-run  # the same steps, tiny, on the CPU
+
+Steps (each a row or a few; a step that fails is a FAIL row and the others still run):
+  cuda tests     `pytest -m cuda`: every CUDA test carries the marker (>= 20 selected, none failing)
+  train step     netspec's Solver against the same net written by hand with torch.optim.SGD (no loss
+                 read per step on either side), AlexNet and CaffeNet, fp32 / bf16 / channels_last /
+                 torch.compile, interleaved in one process: ratio >= 0.97; AlexNet bf16 >= 15,000 img/s
+  two columns    AlexNet's two columns both on one device against the net without device fields: >= 0.95
+  netspec time   the CLI's layer-by-layer timing runs and reports a forward-backward time
+  data-fed       the Solver fed by the Data layer from a raw 256x256 LMDB (crop 227, mirror, mean) against
+                 the same Solver on a synthetic batch: ratio >= 0.9 (busy % = synthetic / data-fed time)
+  host syncs     synchronising calls in the iterations between two displays (CUDA's sync debug mode; on
+                 the CPU, host reads of tensors): 0 per iteration
+  one-rank NCCL  `torchrun --nproc_per_node 1 -m netspec train` against a plain `netspec train` run (-gpu 0;
+                 gloo on the CPU): the same weights after N iterations
+
+--dry-run: batch 1, one timed round, a 16-record LMDB, torch.compile with its 'eager' backend (no code
+generation, which alone takes minutes on a CPU), results to stdout (and to --results if given).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import (compile_train_net, hand_model, interleaved, loss_fn, machine, median,  # noqa: E402
+                    synthetic_batch, train_net_param)
+from train_throughput import solver_param  # noqa: E402
+
+from netspec.data import db as dbmod  # noqa: E402
+from netspec.formats.caffemodel import read_weights  # noqa: E402
+from netspec.frontend import load_net  # noqa: E402
+from netspec.proto import pb  # noqa: E402
+from netspec.solver.solver import Solver  # noqa: E402
+
+OPTIONS = ("fp32", "bf16", "channels_last", "torch_compile")
+MODELS = ("alexnet", "caffenet")
+
+
+@dataclass
+class Row:
+    step: str
+    measured: str
+    goal: str
+    result: str          # PASS, FAIL or INFO
+
+
+@dataclass
+class Config:
+    dry: bool
+    device: torch.device
+    batch: int
+    rounds: int
+    iters: int           # solver iterations per timed call
+    workdir: Path
+
+
+def verdict(ok: bool, cfg: Config, strict: bool = True) -> str:
+    """PASS/FAIL on a GPU; figures measured on a loaded CPU in a dry run are INFO unless `strict`."""
+    if cfg.dry and not strict:
+        return "INFO"
+    return "PASS" if ok else "FAIL"
+
+
+# ---- the CUDA tests --------------------------------------------------------------------------------------
+def cuda_tests(cfg: Config) -> list[Row]:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests"],
+                         cwd=ROOT, capture_output=True, text=True)
+    tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr.strip()[-200:]
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|skipped|failed|error|deselected)", tail)}
+    selected = counts.get("passed", 0) + counts.get("skipped", 0) + counts.get("failed", 0)
+    failed = counts.get("failed", 0) + counts.get("error", 0)
+    skipped_on_gpu = torch.cuda.is_available() and counts.get("skipped", 0) > 0
+    ok = selected >= 20 and failed == 0 and out.returncode in (0, 5) and not (cfg.device.type == "cuda"
+                                                                            and counts.get("passed", 0) == 0)
+    note = " (multi-GPU tests skip on one GPU)" if skipped_on_gpu else ""
+    return [Row("pytest -m cuda", f"{selected} selected: {counts.get('passed', 0)} passed, "
+                f"{counts.get('skipped', 0)} skipped, {failed} failed{note}", ">= 20 selected, 0 failed",
+                verdict(ok, cfg))]
+
+
+# ---- train steps -----------------------------------------------------------------------------------------
+def hand_step(model: str, option: str, device, data, label):
+    """The hand-written net under `option` with torch.optim.SGD (Caffe's multipliers: biases 2x, no
+    decay); the loss is not read on the host, as a careful torch user would write it."""
+    m = hand_model(model, device=device).train()
+    if option == "channels_last":
+        m = m.to(memory_format=torch.channels_last)
+    weights = [p for n, p in m.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in m.named_parameters() if n.endswith("bias")]
+    opt = torch.optim.SGD([{"params": weights, "lr": 0.01, "weight_decay": 5e-4},
+                           {"params": biases, "lr": 0.02, "weight_decay": 0.0}], lr=0.01, momentum=0.9)
+    fwd = torch.compile(m) if option == "torch_compile" else m
+    dtype = torch.bfloat16 if option == "bf16" else None
+
+    def step():
+        opt.zero_grad()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = fwd(data, label)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def netspec_solver(model: str, option: str, cfg: Config, data, label) -> Solver:
+    solver = Solver(solver_param(model, cfg.batch, option), None, device=cfg.device)
+    solver.feed(data=data, label=label.float())
+    return solver
+
+
+def train_steps(cfg: Config) -> list[Row]:
+    rows = []
+    for model in MODELS:
+        for option in OPTIONS:
+            data, label = synthetic_batch(cfg.batch, cfg.device)
+            solver = netspec_solver(model, option, cfg, data, label)
+            hand = hand_step(model, option, cfg.device, data, label)
+            fns = {"netspec": lambda s=solver: s.step(cfg.iters),
+                   "hand": lambda h=hand: [h() for _ in range(cfg.iters)]}
+            for fn in fns.values():
+                fn()                                          # warm-up (compilation, autotuning)
+            t = interleaved(fns, cfg.rounds, cfg.device)
+            rate = {k: cfg.batch * cfg.iters / median(v) for k, v in t.items()}
+            ratio = rate["netspec"] / rate["hand"]
+            rows.append(Row(f"train step {model} {option} b{cfg.batch}",
+                            f"{rate['netspec']:.0f} vs {rate['hand']:.0f} img/s = {ratio:.3f}×", ">= 0.97×",
+                            verdict(ratio >= 0.97, cfg, strict=False)))
+            if model == "alexnet" and option == "bf16":
+                rows.append(Row("AlexNet bf16 images/s", f"{rate['netspec']:.0f} img/s", ">= 15,000 (H200)",
+                                verdict(rate["netspec"] >= 15000, cfg, strict=False)))
+            del solver, hand, fns
+            torch._dynamo.reset()
+    return rows
+
+
+def two_columns(cfg: Config) -> list[Row]:
+    d = cfg.device
+    nets = {"one": compile_train_net("alexnet", cfg.batch, d, strip_devices=True),
+            "two": compile_train_net("alexnet", cfg.batch, d, device_map=f"gpu0={d},gpu1={d}")}
+    data, label = synthetic_batch(cfg.batch, d)
+    fns = {}
+    for name, net in nets.items():
+        f = loss_fn(net)
+
+        def step(f=f, net=net):
+            f(data, label.float()).backward()
+            net.zero_grad(set_to_none=True)
+
+        fns[name] = step
+        step()
+    t = interleaved(fns, cfg.rounds, d)
+    ratio = median(t["one"]) / median(t["two"])
+    return [Row(f"two columns on one {d.type.upper()} vs one column", f"{ratio:.3f}× the speed", ">= 0.95×",
+                verdict(ratio >= 0.95, cfg, strict=False))]
+
+
+def netspec_time(cfg: Config) -> list[Row]:
+    cmd = [sys.executable, "-m", "netspec", "time", "--model", str(ROOT / "models/alexnet/train_val.prototxt"),
+           "--iterations", "1" if cfg.dry else "20", "--input-shape", f"data={cfg.batch},3,227,227",
+           "--input-shape", f"label={cfg.batch}"] + (["--gpu", str(cfg.device.index or 0)]
+                                                       if cfg.device.type == "cuda" else [])
+    out = subprocess.run(cmd, cwd=cfg.workdir, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    found = re.search(r"Average Forward-Backward:\s*([\d.e+-]+) ms", text)
+    if out.returncode or not found:
+        return [Row("netspec time (AlexNet)", (text.strip().splitlines() or ["no output"])[-1][:120],
+                    "runs, reports", "FAIL")]
+    ms = float(found.group(1))
+    return [Row(f"netspec time AlexNet b{cfg.batch}", f"{ms:.1f} ms forward-backward "
+                f"({cfg.batch / ms * 1000:.0f} img/s)", "runs, reports", "PASS")]
+
+
+# ---- the Data layer ----------------------------------------------------------------------------------------
+def write_lmdb(path: Path, records: int) -> Path:
+    rng = np.random.default_rng(0)
+    w = dbmod.Writer(path)
+    for i in range(records):
+        d = pb.Datum(channels=3, height=256, width=256, label=i % 1000,
+                     data=rng.integers(0, 256, 3 * 256 * 256, dtype=np.uint8).tobytes())
+        w.put(dbmod.caffe_key(i, f"{i}.JPEG"), d.SerializeToString())
+    w.close()
+    return path
+
+
+def data_fed_param(source: Path, batch: int) -> pb.SolverParameter:
+    net = load_net(ROOT / "models/alexnet/train_val.prototxt", phase=pb.TRAIN)
+    for lp in net.layer:
+        if lp.type == "Data":
+            lp.data_param.source, lp.data_param.batch_size, lp.data_param.prefetch = str(source), batch, 4
+            lp.transform_param.ClearField("mean_file")
+            lp.transform_param.mean_value.extend([104, 117, 123])
+    sp = solver_param("alexnet", batch, "fp32")
+    sp.net_param.CopyFrom(net)
+    return sp
+
+
+def data_fed(cfg: Config) -> list[Row]:
+    records = 16 if cfg.dry else max(4 * cfg.batch, 1024)
+    source = write_lmdb(cfg.workdir / "acceptance_lmdb", records)
+    if cfg.device.type == "cuda":
+        os.environ.setdefault("NETSPEC_DATA_PROCESSES", str(max(1, (os.cpu_count() or 2) - 2)))
+    fed = Solver(data_fed_param(source, cfg.batch), None, device=cfg.device)
+    data, label = synthetic_batch(cfg.batch, cfg.device)
+    synthetic = netspec_solver("alexnet", "fp32", cfg, data, label)
+    fns = {"fed": lambda: fed.step(cfg.iters), "synthetic": lambda: synthetic.step(cfg.iters)}
+    for fn in fns.values():
+        fn()
+    t = interleaved(fns, cfg.rounds, cfg.device)
+    ratio = median(t["synthetic"]) / median(t["fed"])
+    fed.net.close()
+    return [Row(f"Data-layer-fed vs synthetic AlexNet b{cfg.batch}",
+                f"{ratio:.3f}× (busy {min(ratio, 1.0) * 100:.0f}%), {cfg.batch * cfg.iters / median(t['fed']):.0f} img/s",
+                ">= 0.9×", verdict(ratio >= 0.9, cfg, strict=False))]
+
+
+# ---- host synchronisation ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def count_host_reads():
+    """CPU stand-in for CUDA's sync debug mode: calls that read a tensor's value on the host."""
+    counts = [0]
+    saved = {}
+    for name in ("item", "__float__", "__bool__", "__int__", "tolist", "cpu"):   # .cpu().numpy(): one read
+        real = saved[name] = getattr(torch.Tensor, name)
+
+        def counted(t, *a, _real=real, **k):
+            counts[0] += 1
+            return _real(t, *a, **k)
+
+        setattr(torch.Tensor, name, counted)
+    try:
+        yield counts
+    finally:
+        for name, real in saved.items():
+            setattr(torch.Tensor, name, real)
+
+
+@contextlib.contextmanager
+def count_cuda_syncs():
+    counts = [0]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield counts
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    counts[0] = sum("synchroniz" in str(w.message) for w in caught)
+
+
+def host_syncs(cfg: Config) -> list[Row]:
+    data, label = synthetic_batch(cfg.batch, cfg.device)
+    solver = netspec_solver("caffenet", "fp32", cfg, data, label)
+    solver.param.display = 0
+    solver.step(1)
+    n = 3 if cfg.dry else 20
+    counter = count_cuda_syncs() if cfg.device.type == "cuda" else count_host_reads()
+    with counter as counts:
+        solver.step(n)
+    # step() reads its deferred values once at its end (as at a display): that one is allowed
+    per = max(counts[0] - 1, 0) / n
+    what = "CUDA syncs" if cfg.device.type == "cuda" else "host reads"
+    return [Row(f"{what} in {n} iterations between displays", f"{counts[0]} (1 is the end-of-step read): "
+                f"{per:.2f} per iteration", "0 per iteration", verdict(per == 0, cfg))]
+
+
+# ---- one-rank NCCL against a plain run --------------------------------------------------------------------
+TINY_NET = """name: "tiny"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 16 dim: 3 dim: 8 dim: 8 } shape { dim: 16 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip" inner_product_param { num_output: 5
+  weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def one_rank_nccl(cfg: Config) -> list[Row]:
+    folder = cfg.workdir / "nccl"
+    folder.mkdir(exist_ok=True)
+    (folder / "net.prototxt").write_text(TINY_NET)
+    iters = 10
+    gpu = ["--gpu", str(cfg.device.index or 0)] if cfg.device.type == "cuda" else []
+    runs = {}
+    for name, launcher in (("plain", [sys.executable, "-m", "netspec"]),
+                           ("torchrun", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                         "--nproc_per_node", "1", "-m", "netspec"])):
+        (folder / name).mkdir(exist_ok=True)
+        (folder / f"{name}.prototxt").write_text(
+            f'net: "net.prototxt" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" max_iter: {iters} '
+            f'random_seed: 7 snapshot_prefix: "{name}/tiny"')
+        out = subprocess.run(launcher + ["train", "--solver", f"{name}.prototxt", "-q", "--no-progress"] + gpu,
+                             cwd=folder, capture_output=True, text=True)
+        model = folder / name / f"tiny_iter_{iters}.caffemodel"
+        if out.returncode or not model.exists():
+            last = (out.stdout + out.stderr).strip().splitlines() or ["no output"]
+            return [Row(f"one-rank torchrun vs plain ({name})", last[-1][:120], "same weights", "FAIL")]
+        runs[name] = read_weights(model)
+    worst = max(float(np.abs(a - b).max()) for layer in runs["plain"]
+                for a, b in zip(runs["plain"][layer][1], runs["torchrun"][layer][1]))
+    backend = "NCCL" if cfg.device.type == "cuda" else "gloo"
+    return [Row(f"one-rank {backend} torchrun vs plain, {iters} iterations", f"worst weight difference {worst:.2g}",
+                "same weights (<= 1e-6)", verdict(worst <= 1e-6, cfg))]
+
+
+STEPS = {"cuda tests": cuda_tests, "train step": train_steps, "two columns": two_columns,
+         "netspec time": netspec_time, "data-fed": data_fed, "host syncs": host_syncs,
+         "one-rank NCCL": one_rank_nccl}
+
+
+def run_steps(cfg: Config, only=None) -> list[Row]:
+    rows = []
+    for name, fn in STEPS.items():
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        try:
+            got = fn(cfg)
+        except Exception as e:                                   # one failing step must not hide the rest
+            traceback.print_exc(file=sys.stderr)
+            got = [Row(name, f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}", "runs", "FAIL")]
+        print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+        rows.extend(got)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| step | measured | goal | result |", "|---|---|---|---|"]
+    lines += [f"| {r.step} | {r.measured} | {r.goal} | {r.result} |" for r in rows]
+    return "\n".join(lines)
+
+
+def report(rows: list[Row], cfg: Config, seconds: float) -> str:
+    kind = "dry run (tiny sizes, CPU)" if cfg.dry else f"GPU run on {cfg.device}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"### gpu_acceptance.py: {kind}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
+            f"- Machine: {machine()}; load average {load:.1f} at the end\n"
+            f"- Command: `python benchmarks/gpu_acceptance.py{' --dry-run' if cfg.dry else ''}`, {seconds:.0f} s\n\n"
+            + table(rows) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="the same steps at tiny sizes on the CPU")
+    ap.add_argument("--device", default=None, help="default cuda:0 (cpu with --dry-run)")
+    ap.add_argument("--batch", type=int, default=None, help="default 256 (1 with --dry-run)")
+    ap.add_argument("--steps", default=None, help=f"comma-separated subset of: {', '.join(STEPS)}")
+    ap.add_argument("--results", default=None,
+                    help="Markdown file to append the table to (default benchmarks/RESULTS.md; none with --dry-run)")
+    args = ap.parse_args(argv)
+    dry = args.dry_run
+    device = torch.device(args.device or ("cpu" if dry else "cuda:0"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_acceptance: no CUDA device here; use --dry-run for the CPU rehearsal", file=sys.stderr)
+        return 2
+    logging.getLogger("netspec").setLevel(logging.ERROR)
+    if dry:   # torch.compile's code generation takes minutes on a CPU; its tracing is what a dry run checks
+        torch.compile = functools.partial(torch.compile, backend="eager")
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config(dry, device, args.batch or (1 if dry else 256), 1 if dry else 5, 1 if dry else 10, Path(tmp))
+        rows = run_steps(cfg, args.steps.split(",") if args.steps else None)
+    text = report(rows, cfg, time.perf_counter() - t0)
+    print(text)
+    results = args.results or (None if dry else str(HERE / "RESULTS.md"))
+    if results:
+        with open(results, "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return 1 if any(r.result == "FAIL" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
