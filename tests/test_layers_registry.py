@@ -81,6 +81,17 @@ SMOKE = {
     "LSTM": ("recurrent_param { num_output: 5 }", [(3, 2, 4), (3, 2)], 1),
     "RNN": ("recurrent_param { num_output: 5 expose_hidden: true }", [(3, 2, 4), (3, 2), (1, 2, 5)], 2),
     "LSTMUnit": ("", [(1, 2, 3), (1, 2, 12), (1, 2)], 2),
+    # fork layers (README "Fork layers"); one prior and two classes make exactly one detection
+    "Permute": ("permute_param { order: 0 order: 2 order: 3 order: 1 }", [(2, 3, 4, 5)], 1),
+    "PriorBox": ("prior_box_param { min_size: 4 max_size: 8 aspect_ratio: 2 }", [(1, 2, 3, 3), (1, 3, 12, 12)], 1),
+    "Normalize": ("norm_param { channel_shared: false }", [(2, 3, 2, 2)], 1),
+    "DetectionOutput": ("detection_output_param { num_classes: 2 }", [(1, 4), (1, 2), (1, 2, 4)], 1),
+    "ROIPooling": ("roi_pooling_param { pooled_h: 2 pooled_w: 2 }", [(1, 3, 4, 4), (3, 5)], 1),
+    "SmoothL1Loss": ("", [(2, 3), (2, 3), (2, 3), (2, 3)], 1),
+    "Upsample": ("upsample_param { scale: 2 }", [(1, 2, 2, 2), (1, 2, 2, 2)], 1),
+    "ShuffleChannel": ("shuffle_channel_param { group: 2 }", [(1, 4, 2, 2)], 1),
+    "ConvolutionDepthwise": ("convolution_param { kernel_size: 3 pad: 1 }", [(1, 4, 3, 3)], 1),
+    "Axpy": ("", [(2, 3, 1, 1), (2, 3, 2, 2), (2, 3, 2, 2)], 1),
 }
 # bottom 1 holds class labels, or 0/1 indices (BatchReindex's rows, Filter's selector)
 LABELLED = {"Accuracy", "SoftmaxWithLoss", "BatchReindex", "Filter", "HingeLoss", "InfogainLoss",
