@@ -69,11 +69,11 @@ def test_title_is_the_file_name_and_the_backend_stays(tmp_path):
 
 
 def test_default_title(tmp_path, monkeypatch):
-    import netspec.solver.plot as plot
+    from netspec.solver import plot
 
     seen = {}
     real = plot.draw
-    monkeypatch.setattr(plot, "draw", lambda parsed, title, b=None: seen.setdefault("t", title) and real(parsed, title, b))
+    monkeypatch.setattr(plot, "draw", lambda parsed, title, *rest: seen.setdefault("t", title) and real(parsed, title, *rest))
     path = _log(tmp_path, [0, 20])
     save_curves(path, tmp_path / "c.png")
     assert seen["t"] == "train.log"
