@@ -175,3 +175,38 @@ def test_paper_solver_uses_the_rule():
     p = sp.plateau_param
     assert (sp.lr_policy, p.output, p.mode, p.max_drops) == ("plateau", "accuracy", "max", 3)
     assert p.factor == pytest.approx(0.1) and sp.base_lr == pytest.approx(0.01)
+
+
+def test_plot_marks_the_drops_where_they_happened(tmp_path):
+    from netspec.solver.log import GlogFormatter
+    from netspec.solver.plot import draw, plateau_drops, save_curves
+
+    s = make_solver(tmp_path, PLATEAU.format(output="acc", mode="max", max_drops=3).replace("display: 0",
+                                                                                             "display: 5"))
+    scripted(s, {2 * k: v for k, v in enumerate(MAX_SCRIPT)}, "acc")
+    log_path = tmp_path / "train.log"
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(GlogFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old = root.level
+    root.setLevel(logging.INFO)
+    try:
+        s.step(30)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+        handler.close()
+    text = log_path.read_text()
+    assert plateau_drops(text) == sorted(MAX_DROPS)
+    parsed = save_curves(log_path, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    fig = draw(parsed, "t", sorted(MAX_DROPS), plateau_drops(text))
+    lr_axis = fig.axes[2]
+    marks = sorted(int(line.get_xdata()[0]) for line in lr_axis.lines if line.get_linestyle() == ":")
+    assert marks == sorted(MAX_DROPS)
+    steps = next(line for line in lr_axis.lines if line.get_label() == "learning rate")
+    xs, ys = steps.get_xdata(), steps.get_ydata()
+    for it, rate in MAX_DROPS.items():      # the rate line steps down exactly at each drop
+        k = list(xs).index(it)
+        assert ys[k] == pytest.approx(rate, rel=1e-6) and ys[k - 1] > ys[k]

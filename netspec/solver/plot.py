@@ -31,6 +31,12 @@ def step_boundaries(text: str, last: int) -> list[int]:
     return []
 
 
+def plateau_drops(text: str) -> list[int]:
+    """Iterations where lr_policy "plateau" lowered the rate: its 'Iteration N, lr = X: test net #i ...
+    has not improved ...' lines (netspec/solver/plateau.py)."""
+    return [int(m[1]) for m in re.finditer(r"Iteration (\d+), lr = \S+: test net #\d+ .* has not improved", text)]
+
+
 def lr_steps(points: list[tuple[int, float]], boundaries: list[int]):
     """(iterations, rates) for a steps-post line whose changes sit at the schedule's boundaries: the
     log samples the rate at display iterations only, so a drop at 750 would show at 760. From a
@@ -52,9 +58,9 @@ def _style(n: int) -> dict:
     return {"marker": "o", "markersize": 3} if n <= 50 else {}
 
 
-def draw(parsed, title: str, boundaries: list[int] | None = None):
+def draw(parsed, title: str, boundaries: list[int] | None = None, drops: list[int] | None = None):
     """A matplotlib Figure of the parsed log, on its own Agg canvas (pyplot and the user's backend are
-    left alone)."""
+    left alone); `drops` (plateau rate drops) are marked on every panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -74,6 +80,9 @@ def draw(parsed, title: str, boundaries: list[int] | None = None):
         if all(v > 0 for _, v in parsed.lr):
             ax_lr.set_yscale("log")
     for ax, ylabel in ((ax_loss, "loss"), (ax_out, "test outputs"), (ax_lr, "learning rate")):
+        for k, it in enumerate(drops or []):
+            ax.axvline(it, color="grey", linestyle=":", linewidth=1,
+                       label="lr drop: validation stalled" if k == 0 else None)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         if ax.lines:
@@ -93,7 +102,8 @@ def save_curves(log_path, out, title: str | None = None):
     out = Path(out)
     text = Path(log_path).read_text(encoding="utf-8", errors="replace")
     last = parsed.lr[-1][0] if parsed.lr else 0
-    fig = draw(parsed, title or Path(log_path).name, step_boundaries(text, last))
+    drops = plateau_drops(text)
+    fig = draw(parsed, title or Path(log_path).name, sorted(set(step_boundaries(text, last)) | set(drops)), drops)
     kinds = fig.canvas.get_supported_filetypes()
     if out.suffix and out.suffix[1:].lower() not in kinds:
         raise NetspecError(f"cannot write a '{out.suffix}' image (formats: {', '.join(sorted(kinds))})", file=out)
