@@ -1,0 +1,38 @@
+"""benchmarks/gpu_acceptance.py's frame: a step that fails is a FAIL row and the others still run, the
+report names the machine and the kind of run, and a dry run refuses nothing but the GPU. The dry run
+itself (minutes on a CPU) runs in .ci/run."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import gpu_acceptance as ga  # noqa: E402
+
+
+def test_a_failing_step_is_a_fail_row_and_the_rest_run(monkeypatch, tmp_path):
+    def broken(cfg):
+        raise RuntimeError("CUDA error: out of memory\nmore")
+
+    monkeypatch.setattr(ga, "STEPS", {"broken": broken, "fine": lambda cfg: [ga.Row("fine", "1", "1", "PASS")]})
+    cfg = ga.Config(True, torch.device("cpu"), 1, 1, 1, tmp_path)
+    rows = ga.run_steps(cfg)
+    assert [(r.step, r.result) for r in rows] == [("broken", "FAIL"), ("fine", "PASS")]
+    assert rows[0].measured == "RuntimeError: CUDA error: out of memory"
+    text = ga.report(rows, cfg, 12.0)
+    assert text.startswith("### gpu_acceptance.py: dry run (tiny sizes, CPU)")
+    assert "| broken | RuntimeError: CUDA error: out of memory | runs | FAIL |" in text and "load average" in text
+
+
+def test_dry_run_figures_on_a_cpu_are_info_but_checks_are_strict(tmp_path):
+    dry = ga.Config(True, torch.device("cpu"), 1, 1, 1, tmp_path)
+    real = ga.Config(False, torch.device("cpu"), 1, 1, 1, tmp_path)
+    assert ga.verdict(False, dry, strict=False) == "INFO" and ga.verdict(False, dry) == "FAIL"
+    assert ga.verdict(False, real, strict=False) == "FAIL" and ga.verdict(True, real) == "PASS"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_the_real_run_without_a_gpu_is_refused(capsys):
+    assert ga.main([]) == 2
+    assert "no CUDA device here; use --dry-run" in capsys.readouterr().err
