@@ -295,3 +295,25 @@ def test_ssd_head_compiles_and_detects_as_a_numpy_reference(tmp_path):
         want += sorted(best, key=lambda r: (r[1], -r[2]))
     assert len(want) > 2 and out.shape == (1, 1, len(want), 7)
     np.testing.assert_allclose(out[0, 0], np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_normalize_and_depthwise_weights_round_trip_through_a_caffemodel(tmp_path):
+    """A channel-shared scale is a 0-axis blob: written without a shape, as Caffe's ToProto does."""
+    from netspec.proto import pb
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 5 dim: 5 } } }\n'
+        'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw" convolution_param { kernel_size: 3 '
+        'pad: 1 weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } } }\n'
+        'layer { name: "n1" type: "Normalize" bottom: "dw" top: "n1" norm_param { scale_filler { type: "gaussian" } } }\n'
+        'layer { name: "n2" type: "Normalize" bottom: "n1" top: "n2" norm_param { channel_shared: false '
+        'across_spatial: false scale_filler { type: "gaussian" } } }\n')
+    net = netspec.Net(str(tmp_path / "net.prototxt"), netspec.TEST)
+    net.blobs["data"].data[...] = np.random.default_rng(0).uniform(size=(1, 4, 5, 5))
+    want = net.forward()["n2"].copy()
+    net.save(str(tmp_path / "w.caffemodel"))
+    saved = {lp.name: lp.blobs for lp in pb.NetParameter.FromString((tmp_path / "w.caffemodel").read_bytes()).layer}
+    assert not saved["n1"][0].HasField("shape") and len(saved["n1"][0].data) == 1
+    assert [list(b.shape.dim) for b in saved["dw"]] == [[4, 1, 3, 3], [4]]
+    again = netspec.Net(str(tmp_path / "net.prototxt"), netspec.TEST, weights=str(tmp_path / "w.caffemodel"))
+    again.blobs["data"].data[...] = net.blobs["data"].data
+    np.testing.assert_array_equal(again.forward()["n2"], want)

@@ -86,7 +86,7 @@ def blob_to_array(blob: pb.BlobProto, what: str = "data", **where) -> np.ndarray
 def encode_blob(data, diff=None) -> list:
     """The serialized BlobProto of `data` (and `diff`) as Caffe's Blob<float>::ToProto writes it,
     as a list of byte chunks (header bytes and the arrays' own memory) to write or join."""
-    data = np.ascontiguousarray(data, dtype="<f4")
+    data = np.asarray(data, dtype="<f4")  # not ascontiguousarray: it makes a 0-axis blob 1-axis
     chunks = []
     for number, values in ((5, data), (6, diff)):
         if values is None:
