@@ -72,10 +72,11 @@ class Upsample(Layer):
     def forward(self, x, mask):
         size = self.size[0] * self.size[1]
         index = mask.detach().to(torch.long)  # the fork's int cast truncates
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
-            raise self.run_error(f"mask '{self.lp.bottom[1]}' names position {int(index.max())} "
-                                 f"(or {int(index.min())}), outside the {self.size[0]}×{self.size[1]} output; "
-                                 "check the scale matches the pooling layer's")
+        low, high = (int(index.min()), int(index.max())) if index.numel() else (0, 0)
+        if low < 0 or high >= size:
+            raise self.run_error(f"mask '{self.lp.bottom[1]}' names position {high if high >= size else low}, "
+                                 f"outside the {self.size[0]}×{self.size[1]} output; check the scale matches "
+                                 "the pooling layer's")
         top = _Unpool.apply(x, index, size)
         return top.reshape(x.shape[0], x.shape[1], *self.size)
 
