@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gradcheck import check_gradients
+from layer_runner import make_layer
 
 from netspec.errors import NetspecError
-from tests.gradcheck import check_gradients
-from tests.layer_runner import make_layer
 
 
 def one_line_error(text, shapes, message):

@@ -10,17 +10,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from gradcheck import check_gradients
+from layer_runner import make_layer
 
 import netspec
 from netspec.errors import NetspecError
-from tests.gradcheck import check_gradients
-from tests.layer_runner import make_layer
 
 
 def roi_pool_ref(x, rois, ph_n, pw_n, scale):
     """The fork's ROIPoolingLayer::Forward_cpu, loop for loop, in float32."""
     f = np.float32
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     top = np.zeros((len(rois), c, ph_n, pw_n), np.float32)
     for r, roi in enumerate(rois.astype(f)):
         def rnd(v):
@@ -29,10 +29,10 @@ def roi_pool_ref(x, rois, ph_n, pw_n, scale):
         bh, bw = f(max(y2 - y1 + 1, 1)) / f(ph_n), f(max(x2 - x1 + 1, 1)) / f(pw_n)
         for ph in range(ph_n):
             for pw in range(pw_n):
-                hs = min(max(int(math.floor(f(ph) * bh)) + y1, 0), h)
-                he = min(max(int(math.ceil(f(ph + 1) * bh)) + y1, 0), h)
-                ws = min(max(int(math.floor(f(pw) * bw)) + x1, 0), w)
-                we = min(max(int(math.ceil(f(pw + 1) * bw)) + x1, 0), w)
+                hs = min(max(math.floor(f(ph) * bh) + y1, 0), h)
+                he = min(max(math.ceil(f(ph + 1) * bh) + y1, 0), h)
+                ws = min(max(math.floor(f(pw) * bw) + x1, 0), w)
+                we = min(max(math.ceil(f(pw + 1) * bw) + x1, 0), w)
                 if he > hs and we > ws:
                     top[r, :, ph, pw] = x[int(roi[0]), :, hs:he, ws:we].reshape(c, -1).max(1)
     return top

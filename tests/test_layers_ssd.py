@@ -10,11 +10,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from gradcheck import check_gradients
+from layer_runner import make_layer
 
 import netspec
 from netspec.errors import NetspecError
-from tests.gradcheck import check_gradients
-from tests.layer_runner import make_layer
 
 S2 = math.sqrt(2.0)
 
