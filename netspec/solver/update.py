@@ -10,7 +10,10 @@ Histories follow Caffe's SolverState layout: one blob per learnable param; AdaDe
 a second set after the first, so `history[i + N]` is the second state of param `i`. Blobs with
 lr_mult 0 keep their history slot and go through the same arithmetic with a zero rate.
 
-Arithmetic is float32 in Caffe's operation order (caffe_cpu_axpby = scale then add, etc.).
+Arithmetic is float32 in Caffe's operation order (caffe_cpu_axpby = scale then add, etc.). Blobs that
+share (lr_mult, decay_mult, device) go through torch's multi-tensor (_foreach) kernels together: the
+same per-element operations as blob by blob, in a handful of calls per step instead of several per
+blob (what costs the most on small nets such as LeNet). The SGD trajectory tests hold to 1e-6.
 """
 from __future__ import annotations
 
