@@ -10,6 +10,7 @@ import torch
 from gradcheck import check_gradients
 from layer_runner import make_layer
 
+import netspec
 from netspec.errors import NetspecError
 
 
@@ -160,3 +161,31 @@ def test_pooling_ceil_mode_names_the_rounding(params, size):
 def test_pooling_ceil_mode_contradicting_round_mode_is_one_line():
     one_line_error('type: "Pooling" pooling_param { kernel_size: 3 stride: 2 ceil_mode: true round_mode: FLOOR }',
                    [(1, 1, 6, 6)], "ceil_mode: true contradicts round_mode: FLOOR")
+
+
+def test_net_spec_routes_fork_parameters_to_their_messages():
+    from netspec import layers as L
+    n = netspec.NetSpec()
+    n.data = L.Input(shape={"dim": [1, 6, 8, 8]})
+    n.pool = L.Pooling(n.data, kernel_size=3, stride=2, ceil_mode=False)
+    n.shuffle = L.ShuffleChannel(n.pool, group=3)
+    # as Deconvolution in pycaffe, a type borrowing another's message names it
+    n.dw = L.ConvolutionDepthwise(n.shuffle, convolution_param={"kernel_size": 3, "pad": 1})
+    net = n.to_proto()
+    assert net.layer[1].pooling_param.ceil_mode is False and net.layer[1].pooling_param.HasField("ceil_mode")
+    assert net.layer[2].shuffle_channel_param.group == 3
+    assert list(net.layer[3].convolution_param.kernel_size) == [3]
+
+
+def test_convolution_depthwise_zero_stride_is_one_line(tmp_path):
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }\n'
+        'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw" '
+        'convolution_param { kernel_size: 3 stride: 0 } }\n')
+    with pytest.raises(NetspecError, match="net.prototxt:2.*stride") as e:
+        netspec.Net(str(tmp_path / "net.prototxt"), netspec.TEST)
+    assert "\n" not in str(e.value)
+
+
+def test_normalize_needs_two_axes():
+    one_line_error('type: "Normalize"', [(4,)], "Normalize needs 2\\+ axes")

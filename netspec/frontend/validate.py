@@ -87,7 +87,8 @@ _WINDOW_FIELDS = {
     "pooling_param": ("kernel_size", "stride", "kernel_h", "kernel_w", "stride_h", "stride_w"),
 }
 _WINDOW_TYPES = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
-                 "Im2col": "convolution_param", "Pooling": "pooling_param"}
+                 "Im2col": "convolution_param", "Pooling": "pooling_param",
+                 "ConvolutionDepthwise": "convolution_param"}  # a fork's type (README "Fork layers")
 
 
 def _window_problem(layer: pb.LayerParameter) -> str | None:
