@@ -238,3 +238,13 @@ def test_earlier_outputs_survive_a_failed_rerun(tmp_path):
     with pytest.raises(NetspecError, match="truncated"):
         compute_mean(tmp_path / "cut", out)
     assert out.read_bytes() == before
+
+
+def test_an_unforeseen_io_error_in_a_command_is_still_one_line(capsys):
+    from netspec.cli import report_errors
+
+    def command():
+        raise OSError(28, "No space left on device", "/data/out.bin")
+
+    assert report_errors("netspec x", False, command) == 1
+    assert capsys.readouterr().err == "netspec x: error: /data/out.bin: No space left on device\n"

@@ -160,6 +160,12 @@ def report_errors(prog: str, debug: bool, fn, *args) -> int:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an I/O failure no check foresaw (disk full, quota, a vanished file): one line too
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
