@@ -8,6 +8,7 @@ import netspec as caffe
 import netspec.io as cio
 from netspec.classifier import Classifier
 from netspec.detector import Detector
+from netspec.errors import NetspecError
 
 DEPLOY = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }
@@ -101,3 +102,9 @@ def test_context_pad_fills_outside_the_image_with_the_mean(model):
     np.testing.assert_allclose(crop[:, :2].reshape(-1, 3), np.tile(MEAN[::-1] / 255.0, (16, 1)), rtol=1e-6)
     # the rest: the box clipped to the image, rows/cols 0..11, warped to round(13 · 8/17) = 6 pixels
     np.testing.assert_allclose(crop[2:, 2:], cio.resize_image(im[0:12, 0:12], (6, 6)), rtol=1e-6)
+
+
+def test_selective_search_without_its_package_is_one_line(model):
+    det = Detector(*model)
+    with pytest.raises(NetspecError, match="needs the selective_search_ijcv_with_python package"):
+        det.detect_selective_search(["a.jpg"])

@@ -3,8 +3,9 @@ with a Detector (each window cropped with --context_pad pixels of context and wa
 input) and save one row per window: filename, ymin, xmin, ymax, xmax and the class scores.
 
 The input is detect.py's CSV: a header naming filename, xmin, ymin, xmax, ymax (any order), then
-one window per line. detect.py's default crop mode, selective_search, runs a MATLAB tool; netspec
-has only the `list` mode and makes it the default. detect.py writes a pandas DataFrame; here a .csv
+one window per line. `--crop_mode selective_search` takes a .txt list of images and gets windows
+from the selective_search_ijcv_with_python package (MATLAB), as detect.py; since that is rarely at
+hand, `list` is the default here (detect.py's default is selective_search). detect.py writes a pandas DataFrame; here a .csv
 has the columns filename, ymin, xmin, ymax, xmax, class0..classC-1, and a .h5 (h5py) holds the
 datasets filename, window (N×4: ymin, xmin, ymax, xmax) and prediction (N×C).
 """
@@ -28,7 +29,7 @@ def add_arguments(p) -> None:
     p.add_argument("input_file", help="CSV with header 'filename, xmin, ymin, xmax, ymax', one window a line")
     p.add_argument("output_file", help="output .csv or .h5")
     p.add_argument("--crop_mode", default="list", choices=["list", "selective_search"],
-                   help="how windows are made: list (from input_file); selective_search is not available")
+                   help="list: windows from the CSV (default); selective_search: proposals for a .txt of images")
     add_preprocessing(p, "mean of C×H×W or per channel (averaged over H and W, as detect.py).")
     p.add_argument("--context_pad", type=int, default=16, help="context border in input pixels (16)")
 
@@ -60,6 +61,17 @@ def read_windows(path: str) -> list[tuple[str, list[np.ndarray]]]:
     return list(groups.items())
 
 
+def read_image_list(path: str) -> list[str]:
+    """detect.py's .txt input: one image file name a line."""
+    if not path.lower().endswith("txt"):
+        raise NetspecError(f"{path}: --crop_mode selective_search takes a .txt list of images")
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise NetspecError(f"{path}: cannot be read: {e.strerror}") from None
+
+
 def write_detections(path: str, detections: list[dict]) -> None:
     scores = np.array([d["prediction"] for d in detections]).reshape(len(detections), -1)
     windows = np.array([d["window"] for d in detections], dtype=np.int64).reshape(-1, 4)
@@ -81,9 +93,6 @@ def write_detections(path: str, detections: list[dict]) -> None:
 
 def run(args) -> int:
     from ..pycaffe.detector import Detector
-    if args.crop_mode == "selective_search":
-        raise NetspecError("--crop_mode selective_search needs the MATLAB selective search tool, which "
-                           "netspec does not run; give windows in a CSV with --crop_mode list")
     if not args.output_file.lower().endswith((".csv", ".h5", ".hdf5")):
         raise NetspecError(f"{args.output_file}: the output must be .csv or .h5")
     mean = load_mean(args.mean_file)
@@ -95,7 +104,10 @@ def run(args) -> int:
                         context_pad=args.context_pad)
     start = time.time()
     print("Loading input...")
-    detections = detector.detect_windows(read_windows(args.input_file))
+    if args.crop_mode == "selective_search":
+        detections = detector.detect_selective_search(read_image_list(args.input_file))
+    else:
+        detections = detector.detect_windows(read_windows(args.input_file))
     print(f"Processed {len(detections)} windows in {time.time() - start:.3f} s.")
     start = time.time()
     write_detections(args.output_file, detections)

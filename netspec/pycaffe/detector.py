@@ -4,13 +4,16 @@ images, each cropped (optionally with R-CNN's context padding) and warped to the
 Windows are (ymin, xmin, ymax, xmax) and cropped as pycaffe does, im[ymin:ymax, xmin:xmax]. With
 context_pad, a box is grown so that `context_pad` pixels of the warped input are surrounding
 context; the part outside the image is filled with the mean (R-CNN, Girshick et al. 2014,
-appendix A). Selective Search proposals need a MATLAB tool pycaffe shells out to; netspec leaves
-them out: give the windows.
+appendix A). detect_selective_search gets its windows from the selective_search_ijcv_with_python
+package (which runs MATLAB), as pycaffe does, when that package is installed.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from ..errors import NetspecError
 from ..proto import pb
 from . import io
 from .classifier import make_transformer
@@ -39,6 +42,18 @@ class Detector(Net):
         predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
         found = [(f, w) for f, ws in images_windows for w in ws]
         return [{'window': w, 'prediction': p, 'filename': f} for (f, w), p in zip(found, predictions)]
+
+    def detect_selective_search(self, image_fnames):
+        """detect_windows over Selective Search proposals for each image (absolute paths, as the
+        MATLAB tool needs them)."""
+        try:
+            import selective_search_ijcv_with_python as selective_search
+        except ImportError:
+            raise NetspecError("detect_selective_search needs the selective_search_ijcv_with_python package "
+                               "(and MATLAB); without it give windows to detect_windows") from None
+        image_fnames = [os.path.abspath(f) for f in image_fnames]
+        windows_list = selective_search.get_windows(image_fnames, cmd='selective_search_rcnn')
+        return self.detect_windows(zip(image_fnames, windows_list))
 
     def crop(self, im, window):
         """The window of `im` (H×W×K), with context padding when configured."""
