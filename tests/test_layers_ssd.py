@@ -317,3 +317,12 @@ def test_normalize_and_depthwise_weights_round_trip_through_a_caffemodel(tmp_pat
     again = netspec.Net(str(tmp_path / "net.prototxt"), netspec.TEST, weights=str(tmp_path / "w.caffemodel"))
     again.blobs["data"].data[...] = net.blobs["data"].data
     np.testing.assert_array_equal(again.forward()["n2"], want)
+
+
+def test_prior_box_and_detection_output_have_no_backward_as_in_ssd():
+    feat = torch.rand(1, 2, 3, 3, requires_grad=True)
+    prior = make_layer('type: "PriorBox" prior_box_param { min_size: 4 }', [(1, 2, 3, 3), (1, 3, 12, 12)])
+    assert prior(feat, torch.rand(1, 3, 12, 12)).grad_fn is None
+    loc, conf = torch.rand(1, 4, requires_grad=True), torch.rand(1, 2, requires_grad=True)
+    det = make_layer('type: "DetectionOutput" detection_output_param { num_classes: 2 }', [(1, 4), (1, 2), (1, 2, 4)])
+    assert det(loc, conf, torch.tensor([[[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2]]]).reshape(1, 2, 4)).grad_fn is None

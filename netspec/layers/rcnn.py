@@ -65,6 +65,7 @@ class ROIPooling(Layer):
         if bool(bad.any()):
             raise self.run_error(f"region {int(bad.nonzero()[0, 0])} has batch index "
                                  f"{rois[bad][0, 0].item():g}, outside the {n} images of bottom '{self.lp.bottom[0]}'")
+        rois = rois if rois.dtype == torch.float64 else rois.float()
         x1, y1, x2, y2 = (_round_half_away(rois[:, i] * self.scale) for i in range(1, 5))
         return batch, x1, y1, x2, y2
 
@@ -95,8 +96,10 @@ class ROIPooling(Layer):
     def forward(self, x, rois):
         n, c, h, w = x.shape
         batch, x1, y1, x2, y2 = self._corners(rois, n)
-        hs, he = self._bins(y1, y2, self.pooled[0], h, x.dtype)
-        ws, we = self._bins(x1, x2, self.pooled[1], w, x.dtype)
+        # bins in the blob's precision, as the fork's Dtype, but never coarser than float32
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        hs, he = self._bins(y1, y2, self.pooled[0], h, dtype)
+        ws, we = self._bins(x1, x2, self.pooled[1], w, dtype)
         if batch.numel() == 0:
             return x.new_zeros((0, c) + self.pooled)
         with torch.no_grad():
