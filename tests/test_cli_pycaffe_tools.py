@@ -246,3 +246,14 @@ def test_parse_log_leaves_a_lone_first_row_out_as_parse_log_py(capsys, tmp_path)
     assert out.splitlines() == [f"Not writing {tmp_path / 'short.log'}.train; no lines to write",
                                 f"Not writing {tmp_path / 'short.log'}.test; no lines to write"]
     assert not list(tmp_path.glob("short.log.*"))
+
+
+def test_detect_bad_inputs_are_one_line(model, capsys, tmp_path):
+    common = ["--model_def", model / "deploy.prototxt", "--pretrained_model", model / "w.caffemodel", "--mean_file", ""]
+    (tmp_path / "w.csv").write_text("filename,xmin,ymin\nim.png,1,2\n")
+    rc, _, err = run_cmd(capsys, "detect", tmp_path / "w.csv", tmp_path / "o.csv", *common)
+    assert rc == 1 and err.strip().splitlines()[-1].endswith("w.csv:1: the header lacks ymax, xmax (found filename, xmin, ymin)")
+    (tmp_path / "list.txt").write_text(f"{model / 'im0.png'}\n")
+    rc, _, err = run_cmd(capsys, "detect", tmp_path / "list.txt", tmp_path / "o.csv", "--crop_mode", "selective_search",
+                         *common)
+    assert rc == 1 and "needs the selective_search_ijcv_with_python package" in err.strip().splitlines()[-1]
