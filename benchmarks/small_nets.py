@@ -151,8 +151,20 @@ def caffe_sgd(model: Hand, model_name: str):
     return step
 
 
-def hand_loop(model_name: str, x, y):
+def copy_weights(hand: Hand, blobs: dict) -> None:
+    """The netspec net's initial weights into the hand-written module, so both sides compute the same
+    numbers (small nets' gradients reach float32's subnormal range, whose arithmetic is far slower
+    on a CPU: different starting weights would time different arithmetic)."""
+    with torch.no_grad():
+        for name, module in hand.named_children():
+            w, b = blobs[name]
+            module.weight.copy_(torch.as_tensor(np.asarray(w)).reshape(module.weight.shape))
+            module.bias.copy_(torch.as_tensor(np.asarray(b)).reshape(module.bias.shape))
+
+
+def hand_loop(model_name: str, x, y, blobs: dict):
     model = Hand(model_name)
+    copy_weights(model, blobs)
     update = caffe_sgd(model, model_name)
     data, label = torch.empty(x.shape), torch.empty(y.shape, dtype=torch.long)
 
@@ -173,7 +185,8 @@ def pycaffe_loop(folder: Path, model: str, iters: int, rounds: int) -> float:
     rng = np.random.default_rng(0)
     x = rng.random(shape, dtype=np.float32)
     y = rng.integers(0, 10, shape[0]).astype(np.float32)
-    hand, hand_one = hand_loop(model, x, y.astype(np.int64))
+    hand, hand_one = hand_loop(model, x, y.astype(np.int64),
+                               {k: [b.data for b in v] for k, v in solver.net.params.items()})
     assert sum(p.numel() for p in hand.parameters()) == sum(b.data.size for bs in solver.net.params.values()
                                                             for b in bs), "not the same net"
 
@@ -209,7 +222,8 @@ def train_from_lmdb(folder: Path, model: str, iters: int, rounds: int) -> float:
     solver = Solver(sp, path, device="cpu")
     rng = np.random.default_rng(0)
     x = (rng.integers(0, 256, shape) * np.float32(0.00390625)).astype(np.float32)
-    _, hand_one = hand_loop(model, x, rng.integers(0, 10, shape[0]))
+    _, hand_one = hand_loop(model, x, rng.integers(0, 10, shape[0]),
+                            {k: [t.detach() for t in v] for k, v in solver.net.params().items()})
     fns = {"netspec": lambda: solver.step(iters), "hand": lambda: [hand_one() for _ in range(iters)]}
     for f in fns.values():
         f()
@@ -226,6 +240,7 @@ def inference(folder: Path, model: str, batch: int, iters: int, rounds: int) -> 
                       f'shape {{ dim: {n} dim: {c} dim: {h} dim: {w} }} }} }}\n' + BODIES[model] + PROB)
     net = pycaffe.Net(str(deploy), phase=pb.TEST)
     hand = Hand(model).eval()
+    copy_weights(hand, {k: [b.data for b in v] for k, v in net.params.items()})
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     xt = torch.empty(shape)
 
