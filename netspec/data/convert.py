@@ -214,7 +214,10 @@ def _results(root: str, opt: Options, jobs: list, workers: int):
         _WORKER.update(root=root, opt=opt)
         yield from map(_convert_one, jobs)
         return
-    with multiprocessing.get_context().Pool(workers, _init_worker, (root, opt)) as pool:
+    # Spawned, not forked: a fork copies the parent's locks, and a lock another thread held at that
+    # moment (a data layer's prefetch thread, torch's thread pool, logging) hangs the child for ever.
+    # A spawned worker starts clean and imports only netspec.data (no torch: about 0.4 s).
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (root, opt)) as pool:
         yield from pool.imap(_convert_one, jobs, chunksize=16)
 
 
