@@ -147,7 +147,7 @@ class ImageData(PrefetchSource):
 
     def _read(self, i: int) -> np.ndarray:
         name, _, line = self.items[i]
-        img = read_image(self.root + name, self.new_height, self.new_width, self.is_color)
+        img = read_image(self.at_setup_cwd(self.root + name), self.new_height, self.new_width, self.is_color)
         if img is None:
             raise NetspecError(f"cannot read image '{self.root + name}' (missing or not an image)",
                                file=self.list_path, line=line, layer=self.name)

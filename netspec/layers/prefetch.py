@@ -25,7 +25,7 @@ def find_file(layer: Layer, name: str, what: str, extra_dirs=()) -> Path:
     tried = [p] + ([] if p.is_absolute() else [Path(d) / p for d in (layer.source_dir, *extra_dirs) if d])
     for q in tried:
         if q.is_file():
-            return q
+            return q.absolute()   # read later, maybe after a chdir
     raise layer.error(f"{what} '{name}' does not exist (looked in "
                       + ", ".join(f"'{q.parent}'" if str(q.parent) != "." else "the current directory"
                                   for q in tried) + ")")
@@ -68,6 +68,9 @@ class PrefetchSource(Layer):
 
     def __init__(self, lp, bottom_shapes=(), phase=pb.TRAIN, source_dir=None):
         self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
+        # Caffe opens relative names from the current directory; netspec's workers read later, from
+        # threads, so the directory of setup is kept (a later chdir does not move the data).
+        self.cwd = os.getcwd()
         super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self._reader = None
@@ -76,6 +79,10 @@ class PrefetchSource(Layer):
 
     def find(self, name: str, what: str, extra_dirs=()) -> Path:
         return find_file(self, name, what, extra_dirs)
+
+    def at_setup_cwd(self, path: str) -> str:
+        """`path` as opened from the directory the layer was set up in."""
+        return path if os.path.isabs(path) else os.path.join(self.cwd, path)
 
     def forward(self):
         if self._reader is None:

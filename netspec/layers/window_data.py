@@ -150,7 +150,7 @@ class WindowData(PrefetchSource):
     def _read_bytes(self, i: int) -> bytes:
         path, line = self._where(i)
         try:
-            with open(path, "rb") as f:
+            with open(self.at_setup_cwd(path), "rb") as f:
                 return f.read()
         except OSError:
             raise NetspecError(f"cannot read image '{path}'", file=self.window_path, line=line,
