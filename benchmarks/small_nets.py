@@ -7,6 +7,7 @@ Rows, each a ratio netspec / hand of median seconds measured interleaved in one 
   pycaffe loop   `net.blobs['data'].data[...] = x; net.blobs['label'].data[...] = y; solver.step(1)`
                  (netspec.pycaffe.SGDSolver) against a hand-written torch loop with Caffe's SGD rule
                  (h = momentum*h + lr*lr_mult*(g + decay*decay_mult*w); w -= h, the lr policy per step)
+  solver alone   netspec's Solver.step(iters) on Input blobs fed once, against the hand loop
   train (LMDB)   netspec's Solver reading the Data layer from an LMDB of raw records (what `netspec
                  train` runs), `step(iters)`, against the same hand loop fed from memory
   inference      pycaffe `Net.forward()` of the deploy net (Input -> prob) at batch 1 and 10 against
@@ -203,6 +204,23 @@ def pycaffe_loop(folder: Path, model: str, iters: int, rounds: int) -> float:
     return median(t["netspec"]) / median(t["hand"])
 
 
+def solver_in_memory(folder: Path, model: str, iters: int, rounds: int) -> float:
+    """The core Solver on Input blobs fed once (Solver.feed): the solver's own overhead, no data path."""
+    shape = SHAPES[model]
+    sp, path = load_solver(write_solver(folder, model, input_layers(shape) + BODIES[model] + LOSS, "_mem"))
+    solver = Solver(sp, path, device="cpu")
+    rng = np.random.default_rng(0)
+    x = rng.random(shape, dtype=np.float32)
+    y = rng.integers(0, 10, shape[0])
+    solver.feed(data=x, label=y.astype(np.float32))
+    _, hand_one = hand_loop(model, x, y, {k: [t.detach() for t in v] for k, v in solver.net.params().items()})
+    fns = {"netspec": lambda: solver.step(iters), "hand": lambda: [hand_one() for _ in range(iters)]}
+    for f in fns.values():
+        f()
+    t = interleaved(fns, rounds)
+    return median(t["netspec"]) / median(t["hand"])
+
+
 def lmdb_of(folder: Path, shape, records: int) -> Path:
     rng = np.random.default_rng(1)
     _, c, h, w = shape
@@ -278,6 +296,8 @@ def main() -> None:
         for model in args.models.split(","):
             t0 = time.perf_counter()
             rows.append((model, f"pycaffe loop, batch {SHAPES[model][0]}", pycaffe_loop(folder, model, args.iters, args.rounds), 1.05))
+            rows.append((model, "Solver.step on fed Input blobs (the solver alone)",
+                         solver_in_memory(folder, model, args.iters, args.rounds), 1.05))
             rows.append((model, "Solver from LMDB (netspec train)", train_from_lmdb(folder, model, args.iters, args.rounds), 1.10))
             for batch in (1, 10):
                 rows.append((model, f"inference Net.forward, batch {batch}",
