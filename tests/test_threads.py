@@ -92,3 +92,21 @@ def test_data_workers_use_the_cores_left_over(monkeypatch):
     monkeypatch.setattr(threads, "_chosen", 4)
     assert threads.data_workers(None, prefetch=4) == 1       # never zero
     assert threads.data_workers(6, prefetch=4) == 6          # as asked
+
+
+def test_cli_flag_reaches_torch_and_the_log(monkeypatch, caplog, capsys, tmp_path):
+    import torch
+
+    from netspec.cli import main
+
+    saved = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(threads, "_chosen", None)
+    net = tmp_path / "n.prototxt"
+    net.write_text('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n')
+    try:
+        with caplog.at_level("INFO", logger="netspec.threads"):
+            assert main(["shapes", str(net), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and "Using 1 compute thread (--threads)" in caplog.text
+    finally:
+        torch.set_num_threads(saved)
