@@ -45,15 +45,18 @@ class LRN(Layer):
         pre = (self.size - 1) // 2
         sq = x * x
         if self.across:
-            # Mean over the n-channel window with zero padding = (1/n)·Σ x², summed as n shifted
-            # slices of the padded squares: the same sums, several times faster on the CPU than a
-            # 3-D average pooling, and windows longer than the channel axis need no special case.
-            padded = F.pad(sq, (0, 0, 0, 0, pre, pre))
-            channels = x.shape[1]
-            total = padded[:, :channels].clone()
-            for i in range(1, self.size):
-                total.add_(padded[:, i:i + channels])
-            scale = self.k + self.alpha * (total / self.size)
+            # Caffe's k + (alpha/n)·Σ x² over the n-channel window (zero beyond the edges), the window
+            # sums as 2·pre shifted adds onto the centre: several times faster on the CPU than a 3-D
+            # average pooling, and windows longer than the channel axis need no special case.
+            total = sq.clone()
+            for d in range(1, pre + 1):
+                total[:, d:] += sq[:, :-d]
+                total[:, :-d] += sq[:, d:]
+            inplace = not (torch.is_grad_enabled() and x.requires_grad)
+            if inplace and self.k > 0 and self.alpha >= 0:      # inference: no new tensors
+                total.mul_(self.alpha / self.size).add_(self.k)
+                return total.log_().mul_(-self.beta).exp_().mul_(x).to(out_dtype)
+            scale = self.k + (self.alpha / self.size) * total
         else:
             if min(x.shape[2:]) < self.size:
                 sq, pad = F.pad(sq, (pre, pre, pre, pre)), 0
