@@ -17,6 +17,8 @@ Steps (each a row or a few; a step that fails is a FAIL row and the others still
                  the CPU, host reads of tensors): 0 per iteration
   one-rank NCCL  `torchrun --nproc_per_node 1 -m netspec train` against a plain `netspec train` run (-gpu 0;
                  gloo on the CPU): the same weights after N iterations
+  inference      issue 17's inference graph (netspec/graph/inference.py) on CaffeNet's deploy net against
+                 the eager net: batch-1 latency and batch-256 throughput, fp32 and bf16, outputs compared
 
 --dry-run: batch 1, one timed round, a 16-record LMDB, torch.compile with its 'eager' backend (no code
 generation, which alone takes minutes on a CPU), results to stdout (and to --results if given).
@@ -338,9 +340,42 @@ def one_rank_nccl(cfg: Config) -> list[Row]:
                 "same weights (<= 1e-6)", verdict(worst <= 1e-6, cfg))]
 
 
+# ---- inference (issue 17) ------------------------------------------------------------------------------
+def inference(cfg: Config) -> list[Row]:
+    from netspec.graph import compile_net
+    from netspec.graph.inference import inference_module
+
+    rows, d = [], cfg.device
+    for batch in (1, cfg.batch if not cfg.dry else 2):
+        param = load_net(ROOT / "models/caffenet/deploy.prototxt", phase=pb.TEST)
+        net = compile_net(param, pb.TEST, device=d, seed=1, input_shapes={"data": (batch, 3, 227, 227)})
+        graph = inference_module(net, ["prob"])
+        eager = net.graph_module(["prob"])
+        x = torch.randn(batch, 3, 227, 227, device=d)
+        for precision in ("fp32", "bf16"):
+            ctx = (lambda: torch.autocast(d.type, dtype=torch.bfloat16)) if precision == "bf16" \
+                else contextlib.nullcontext
+            with torch.no_grad(), ctx():
+                fast, slow = graph(x)["prob"].float(), eager(x)["prob"].float()
+                worst = float((fast - slow).abs().max())
+
+                def run(g):
+                    with torch.no_grad(), ctx():
+                        g(x)
+
+                t = interleaved({"fast": lambda: run(graph), "eager": lambda: run(eager)}, cfg.rounds * 4, d)
+            ms = median(t["fast"]) * 1000
+            rows.append(Row(f"inference CaffeNet b{batch} {precision}",
+                            f"{ms:.2f} ms, {rate_text(batch / ms * 1000)} img/s; "
+                            f"{median(t['eager']) / median(t['fast']):.2f}× the eager net; worst prob difference {worst:.1g}",
+                            "latency (b1), throughput (b256); prob within 1e-5 (fp32)",
+                            verdict(precision == "bf16" or worst <= 1e-5, cfg)))
+    return rows
+
+
 STEPS = {"cuda tests": cuda_tests, "train step": train_steps, "two columns": two_columns,
          "netspec time": netspec_time, "data-fed": data_fed, "host syncs": host_syncs,
-         "one-rank NCCL": one_rank_nccl}
+         "one-rank NCCL": one_rank_nccl, "inference": inference}
 
 
 def run_steps(cfg: Config, only=None) -> list[Row]:
