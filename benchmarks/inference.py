@@ -106,6 +106,8 @@ def prepare(net: str, batch: int) -> dict:
     """Prototxt with this batch, seeded .caffemodel, ONNX export (cached in benchmarks/.cache)."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(HERE))
+    import numpy as np
+
     import netspec as caffe
     from inference_nets import googlenet, resnet50
     from netspec.export_onnx import export_onnx
@@ -123,6 +125,15 @@ def prepare(net: str, batch: int) -> dict:
     caffe.set_random_seed(1)
     n = caffe.Net(str(proto), caffe.TEST)
     if not model.exists():
+        # BatchNorm's statistics start at zero, which would scale every activation by 1/sqrt(eps)
+        # and overflow ResNet-50: give them a trained net's kind of values (seeded)
+        rng = np.random.default_rng(1)
+        for layer in n.layers:
+            if layer.type == "BatchNorm":
+                mean, var, factor = (b.data for b in layer.blobs)
+                mean[...] = rng.normal(0, 0.1, mean.shape)
+                var[...] = rng.uniform(0.5, 1.5, var.shape)
+                factor[...] = 1
         n.save(str(model))
     n.copy_from(str(model))
     if not onnx.exists():
