@@ -109,6 +109,10 @@ def export_onnx(net, path, outputs: list[str] | None = None) -> str:
     python = [name for name, layer in net.layers.items() if layer.type == "Python"]
     if python:   # numpy code in a user's module: no ONNX operator can stand for it
         raise NetspecError(f"Python layer(s) {', '.join(python)} cannot be exported to ONNX", file=path)
+    frozen = [f"{name} ({layer.type})" for name, layer in net.layers.items() if getattr(layer, "no_onnx", False)]
+    if frozen:   # host code or indices read from the data: a trace would freeze one input's answer
+        raise NetspecError(f"layer(s) {', '.join(frozen)} cannot be exported to ONNX (their output depends "
+                           "on the data through host code)", file=path)
     outputs = list(outputs or net.output_names)
     if not outputs:
         raise NetspecError(f"net '{net.name}' has no output blobs to export")

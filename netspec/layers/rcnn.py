@@ -29,6 +29,7 @@ def _round_half_away(v: torch.Tensor) -> torch.Tensor:
 
 @register("ROIPooling")
 class ROIPooling(Layer):
+    no_onnx = True  # data-dependent host work; netspec/export_onnx.py refuses it
     exact_bottoms, exact_tops = 2, 1
     _CHUNK = 1 << 22  # gathered elements per block of regions (bounds the memory of one step)
 

@@ -179,6 +179,7 @@ class Normalize(Layer):
 class DetectionOutput(Layer):
     """SSD's detections from location predictions, class confidences and priors (inference only)."""
 
+    no_onnx = True  # data-dependent host work; netspec/export_onnx.py refuses it
     exact_bottoms, exact_tops = 3, 1
 
     def setup(self, bottom_shapes):
