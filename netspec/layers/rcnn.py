@@ -82,17 +82,20 @@ class ROIPooling(Layer):
         r, ph, pw = pos.shape[:3]
         pos, valid = pos.reshape(r, 1, ph, pw, -1), valid.reshape(r, 1, ph, pw, -1)
         flat = x.detach().reshape(x.shape[0], x.shape[1], -1)
-        step = max(1, self._CHUNK // (x.shape[1] * max(ph * pw * kh * kw, flat.shape[2])))
-        best = []
-        for lo in range(0, r, step):  # blocks of regions, each gathered and reduced at once
-            sl = slice(lo, lo + step)
-            vals = flat[batch[sl]][:, :, None, None, :].expand(-1, -1, ph, pw, -1)
-            vals = vals.gather(-1, pos[sl].expand(-1, x.shape[1], -1, -1, -1))
-            vals = vals.masked_fill(~valid[sl], float("-inf"))
-            arg = vals.argmax(-1, keepdim=True)  # the first maximum, as the fork's strict '>'
-            best.append(pos[sl].expand(-1, x.shape[1], -1, -1, -1).gather(-1, arg).squeeze(-1))
+        k = pos.shape[-1]
+        best = pos.new_empty((r, x.shape[1], ph, pw))
+        for b in torch.unique(batch).tolist():  # each image's regions read that image's map in place
+            mine = (batch == b).nonzero().squeeze(1)
+            step = max(1, self._CHUNK // (x.shape[1] * ph * pw * k))
+            for lo in range(0, len(mine), step):  # blocks of regions, each gathered and reduced at once
+                sel = mine[lo:lo + step]
+                idx = pos[sel].reshape(1, -1).expand(x.shape[1], -1)
+                vals = flat[b].gather(1, idx).reshape(x.shape[1], len(sel), ph, pw, k).transpose(0, 1)
+                vals = vals.masked_fill(~valid[sel], float("-inf"))
+                arg = vals.argmax(-1, keepdim=True)  # the first maximum, as the fork's strict '>'
+                best[sel] = pos[sel].expand(-1, x.shape[1], -1, -1, -1).gather(-1, arg).squeeze(-1)
         empty = ~valid.any(-1)
-        return torch.cat(best), empty
+        return best, empty
 
     def forward(self, x, rois):
         n, c, h, w = x.shape
