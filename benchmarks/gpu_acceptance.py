@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from common import (compile_train_net, hand_model, interleaved, loss_fn, machine, median,  # noqa: E402
-                    synthetic_batch, train_net_param)
+                    synthetic_batch)
 from train_throughput import solver_param  # noqa: E402
 
 from netspec.data import db as dbmod  # noqa: E402

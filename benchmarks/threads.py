@@ -72,7 +72,7 @@ def main() -> None:
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     best = min(med["1"], med["all"])
     per_round = [row["default"] / min(row["1"], row["all"]) for row in rows]
-    print(f"medians per iteration: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in med.items()))
+    print("medians per iteration: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in med.items()))
     print(f"default / better of (1, all): median of medians {med['default'] / best:.2f}x; "
           f"per round median {statistics.median(per_round):.2f}x")
     print(f"load after {os.getloadavg()}")

@@ -18,7 +18,6 @@ come from torch's caching host allocator instead, which also waits for asynchron
 """
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor

@@ -20,9 +20,7 @@ latest batch on every forward (atomically), and checks at setup that its folder 
 """
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import zlib
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from ..errors import NetspecError
 from ..formats.atomic import atomic_open
 from ..proto import pb
 from .base import Layer, register
-from .prefetch import find_file
+from .prefetch import find_file, read_seeded_state, seeded_state
 
 log = logging.getLogger("netspec.layers.hdf5")
 
@@ -175,16 +173,10 @@ class HDF5Data(Layer):
 
     def data_state(self, net: str) -> pb.DataLayerState:
         """Batches served and the seed of the shuffles, for exact resume (netspec.solver.resume)."""
-        return pb.DataLayerState(net=net, layer=self.name, position=self.offset,
-                                 rng_state=struct.pack("<Q", self.seed),
-                                 extra=json.dumps({"batches": self.served}).encode())
+        return seeded_state(self, net, self.offset, self.seed, self.served)
 
     def restore_data_state(self, state: pb.DataLayerState, rank: int = 0) -> None:
-        try:
-            batches = int(json.loads(state.extra.decode())["batches"])
-            seed = struct.unpack("<Q", state.rng_state)[0]
-        except (ValueError, KeyError, TypeError, struct.error):
-            raise self.error("the solver state's data_state for this layer is damaged") from None
+        seed, batches = read_seeded_state(self, state)
         self.seed = seed
         self.rewind(batches)
 

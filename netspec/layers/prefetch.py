@@ -31,6 +31,20 @@ def find_file(layer: Layer, name: str, what: str, extra_dirs=()) -> Path:
                                   for q in tried) + ")")
 
 
+
+def seeded_state(layer, net: str, position: int, seed: int, batches: int) -> pb.DataLayerState:
+    """A layer's place for exact resume: `position`, the seed of its draws and the batches it served."""
+    return pb.DataLayerState(net=net, layer=layer.name, position=position, rng_state=struct.pack("<Q", seed),
+                             extra=json.dumps({"batches": batches}).encode())
+
+
+def read_seeded_state(layer, state: pb.DataLayerState) -> tuple[int, int]:
+    """(seed, batches served) of a seeded_state; a damaged one is a one-line error naming the layer."""
+    try:
+        return struct.unpack("<Q", state.rng_state)[0], int(json.loads(state.extra.decode())["batches"])
+    except (ValueError, KeyError, TypeError, struct.error):
+        raise layer.error("the solver state's data_state for this layer is damaged") from None
+
 class Prefetcher:
     """Runs batch jobs `depth` ahead on a thread pool. `make_job(k)` is called in order on the
     caller's thread (so cursors and shuffles advance deterministically) and returns the function
@@ -105,16 +119,10 @@ class PrefetchSource(Layer):
 
     def data_state(self, net: str) -> pb.DataLayerState:
         """Batches served (`position` and `extra`) and the seed of this layer's draws (`rng_state`)."""
-        return pb.DataLayerState(net=net, layer=self.name, position=self.served,
-                                 rng_state=struct.pack("<Q", self.seed),
-                                 extra=json.dumps({"batches": self.served}).encode())
+        return seeded_state(self, net, self.served, self.seed, self.served)
 
     def restore_data_state(self, state: pb.DataLayerState, rank: int = 0) -> None:
-        try:
-            batches = int(json.loads(state.extra.decode())["batches"])
-            seed = struct.unpack("<Q", state.rng_state)[0]
-        except (ValueError, KeyError, TypeError, struct.error):
-            raise self.error("the solver state's data_state for this layer is damaged") from None
+        seed, batches = read_seeded_state(self, state)
         self.close()
         if rank == 0:   # the state is rank 0's; another replica keeps its own draws, as the Data layer
             self.seed = seed
