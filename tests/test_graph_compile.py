@@ -193,3 +193,23 @@ def test_missing_required_params_are_one_line_errors(tmp_path, body, words):
         compile_net(load_net(f, pb.TEST), source=f)
     msg = str(e.value)
     assert msg.startswith(f"{f}:2: layer 'c': ") and words in msg and "\n" not in msg, msg
+
+
+def test_a_loss_layer_without_a_top_gets_caffes_automatic_one(tmp_path):
+    """BVLC's pascal_finetune_trainval_test.prototxt ends in a SoftmaxWithLoss with no top: Caffe's
+    AutoTopBlobs gives it one, "(automatic)", whose loss counts with weight 1."""
+    text = """name: "auto"
+layer { name: "data" type: "Input" top: "x" top: "y" input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" inner_product_param { num_output: 5 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "y" }
+layer { name: "loss2" type: "EuclideanLoss" bottom: "ip" bottom: "ip" }
+"""
+    path = tmp_path / "auto.prototxt"
+    path.write_text(text)
+    net = compile_net(load_net(path, phase=pb.TRAIN), pb.TRAIN, seed=1, source=str(path))
+    assert net.loss_weights == {"(automatic)": 1.0, "(automatic)_1": 1.0}
+    assert net.output_names == ["(automatic)", "(automatic)_1"]
+    x, y = torch.randn(4, 3), torch.tensor([0.0, 1.0, 4.0, 2.0])
+    blobs = net(x=x, y=y)
+    want = torch.nn.functional.cross_entropy(blobs["ip"], y.long())
+    assert torch.allclose(blobs["(automatic)"], want) and float(blobs["(automatic)_1"]) == 0.0

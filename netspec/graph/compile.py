@@ -120,6 +120,7 @@ class CompiledNet(nn.Module):
 
     def _build_layer(self, lp, gen, taken, blob_device, shared, input_shapes) -> None:
         cls = layer_class(lp.type, lp.name)
+        lp = _with_automatic_tops(lp, cls, self.blob_shapes)
         if lp.type == "Input":
             layer = cls(lp, [], self.phase)
             for t, shape in zip(lp.top, layer.top_shapes):
@@ -332,6 +333,24 @@ class _Origin:
 def _generator(seed: int | None) -> torch.Generator:
     """The fillers' generator: seeded when seed >= 0 (the solver's random_seed), else from the clock."""
     return torch.Generator().manual_seed(int(seed) if seed is not None and seed >= 0 else torch.seed() % (2**63))
+
+
+def _with_automatic_tops(lp: pb.LayerParameter, cls, blobs) -> pb.LayerParameter:
+    """Caffe's Layer::AutoTopBlobs: a loss layer written without its top (BVLC's pascal_finetune net)
+    gets one, so its loss still counts. Caffe names it "(automatic)"; netspec keys blobs by name, so a
+    second one is "(automatic)_1"."""
+    needed = max(cls.min_tops or 0, cls.exact_tops or 0)
+    if not cls.default_loss_weight or len(lp.top) >= needed:
+        return lp
+    out = pb.LayerParameter()
+    out.CopyFrom(lp)
+    while len(out.top) < needed:
+        name, k = "(automatic)", 0
+        while name in blobs or name in out.top:
+            k += 1
+            name = f"(automatic)_{k}"
+        out.top.append(name)
+    return out
 
 
 def _getitem(seq, i):
