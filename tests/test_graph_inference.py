@@ -108,13 +108,14 @@ def test_outputs_can_be_a_folded_chains_blob():
 
 def test_folded_weights_follow_weight_changes():
     cn = compiled()
-    gm = inference_module(cn, ["conv1", "sum"])
+    gm = inference_module(cn, ["conv1", "sum", "conv4"])
     x = torch.randn(2, 3, 12, 12)
     with torch.inference_mode():
         gm(x)
     with torch.no_grad():
         cn.layers["conv1"].weight.mul_(-1.5)             # a torch update (e.g. a solver step)
         cn.layers["bn3"].variance.mul_(4.0)
+        cn.layers["conv4"].weight.mul_(0.5)              # a convolution the graph calls directly
     with torch.no_grad():
         want = cn(x)
     with torch.inference_mode():
@@ -154,9 +155,12 @@ layer {{ name: "fc" type: "InnerProduct" bottom: "gap" top: "fc" inner_product_p
     x = torch.randn(batch, 4, 9, 9)
     with torch.no_grad():
         want = cn(x)
+    gm = inference_module(cn)
     with torch.inference_mode():
-        got = inference_module(cn)(x)
+        got = gm(x)
     assert_close_blobs(got, want, rel=1e-6)
+    # convolutions, poolings and the inner product are torch calls in the graph, not module calls
+    assert {n.target for n in gm.graph.nodes if n.op == "call_module"} == {"net.norm", "net.cat", "net.gap"}
 
 
 def test_pycaffe_forward_takes_the_inference_path_and_keeps_every_blob(tmp_path):

@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..layers.pooling import Pooling
 from ..proto import pb
+
+_fast_layout = Pooling._fast_layout
 
 # Layers whose result is a new tensor no other blob shares, so an in-place ReLU may overwrite it.
 _FRESH = {"Convolution", "InnerProduct", "Pooling", "LRN", "Eltwise", "Deconvolution", "Scale", "BatchNorm"}
@@ -164,7 +167,7 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
     from its input blobs, with the rewrites above. Call it under torch.inference_mode()."""
     root = nn.Module()
     root.net = net
-    graph = fx.Graph()
+    graph = fx.Graph(owning_module=root)
     taken: set[str] = set()
     current = {b: graph.placeholder(_node_name(b, taken)) for b in net.input_names}
     fresh: set[str] = set()          # blobs whose current tensor no other blob shares
@@ -201,7 +204,9 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
         moved = {blob: graph.call_method("to", (current[blob], step.device)) for blob, _, _ in step.transfers}
         for b, d in zip(step.bottoms, step.detach):
             args.append(moved.get(b, current[b]))
-        node = graph.call_module(f"net.{step.attr}", tuple(args))
+        node = _direct(graph, step, args, net.blob_shapes) if not step.transfers else None
+        if node is None:
+            node = graph.call_module(f"net.{step.attr}", tuple(args))
         node.name = _node_name(step.layer.name, taken)
         if len(step.tops) == 1:
             current[step.tops[0]] = node
@@ -219,3 +224,58 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
 
 def _getitem(seq, i):
     return seq[i]
+
+
+def _param(graph, step, name: str):
+    """A layer's blob as an attribute of the graph's root: the same Parameter object (so always the live
+    weights), one attribute lookup per call instead of three."""
+    root, key = graph.owning_module, f"{step.attr}__{name}"
+    if not hasattr(root, key):
+        setattr(root, key, getattr(step.layer, name))
+    return graph.get_attr(key)
+
+
+def _pooling_is_native(layer) -> bool:
+    """Whether torch's pooling gives Caffe's windows for every input size: pad at most half the kernel,
+    and in ceil mode the last window clipped alike (Caffe clips only with padding; without, the two
+    agree when stride <= kernel)."""
+    return all(p <= k // 2 and (not layer.ceil or p > 0 or s <= k)
+               for k, s, p in zip(layer.kernel, layer.stride, layer.pad))
+
+
+def _pool(x, kind: str, kernel, stride, pad, ceil: bool):
+    xl, moved = _fast_layout(x)
+    if kind == "max":
+        y = F.max_pool2d(xl, kernel, stride, pad, ceil_mode=ceil)
+    else:
+        y = F.avg_pool2d(xl, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
+    return y.contiguous() if moved else y
+
+
+def _direct(graph, step, args, shapes) -> fx.Node | None:
+    """The layer's torch call written into the graph, its blobs read as attributes (always the live
+    weights), for the layers a small net is made of: plain 2-D Convolution, InnerProduct, single-top MAX/AVE
+    Pooling, Softmax. At batch 1 a module call per layer costs about as much as LeNet's arithmetic."""
+    layer, bias = step.layer, None
+    if layer.type == "Convolution" and len(args) == 1 and layer.axis == 1 and len(layer.kernel) == 2 \
+            and layer.group_devices is None:
+        bias = _param(graph, step, "bias") if layer.bias_term else None
+        return graph.call_function(F.conv2d, (args[0], _param(graph, step, "weight"), bias, layer.stride,
+                                              layer.pad, layer.dilation, layer.group))
+    if layer.type == "InnerProduct" and not layer.transpose:
+        rows = args[0]
+        if len(shapes[step.bottoms[0]]) != layer.axis + 1:
+            rows = graph.call_function(torch.flatten, (rows, layer.axis))
+        bias = _param(graph, step, "bias") if layer.bias_term else None
+        return graph.call_function(F.linear, (rows, _param(graph, step, "weight"), bias))
+    if layer.type == "Pooling" and layer.num_tops == 1 and not layer.global_pooling \
+            and layer.method in (pb.PoolingParameter.MAX, pb.PoolingParameter.AVE) and _pooling_is_native(layer):
+        kind = "max" if layer.method == pb.PoolingParameter.MAX else "ave"
+        return graph.call_function(_pool, (args[0], kind, layer.kernel, layer.stride, layer.pad, layer.ceil))
+    if layer.type == "Softmax":
+        return graph.call_function(_softmax, (args[0], layer.axis))
+    return None
+
+
+def _softmax(x, axis: int):
+    return F.softmax(x, dim=axis, dtype=torch.float32).to(x.dtype)
