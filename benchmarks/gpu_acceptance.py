@@ -47,9 +47,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import (compile_train_net, hand_model, interleaved, loss_fn, machine, median,  # noqa: E402
+from common import (compile_train_net, interleaved, loss_fn, machine, median,  # noqa: E402
                     synthetic_batch)
-from train_throughput import solver_param  # noqa: E402
+from train_throughput import hand_step, solver_param  # noqa: E402
 
 from netspec.data import db as dbmod  # noqa: E402
 from netspec.formats.caffemodel import read_weights  # noqa: E402
@@ -111,29 +111,6 @@ def cuda_tests(cfg: Config) -> list[Row]:
 
 
 # ---- train steps -----------------------------------------------------------------------------------------
-def hand_step(model: str, option: str, device, data, label):
-    """The hand-written net under `option` with torch.optim.SGD (Caffe's multipliers: biases 2x, no
-    decay); the loss is not read on the host, as a careful torch user would write it."""
-    m = hand_model(model, device=device).train()
-    if option == "channels_last":
-        m = m.to(memory_format=torch.channels_last)
-    weights = [p for n, p in m.named_parameters() if n.endswith("weight")]
-    biases = [p for n, p in m.named_parameters() if n.endswith("bias")]
-    opt = torch.optim.SGD([{"params": weights, "lr": 0.01, "weight_decay": 5e-4},
-                           {"params": biases, "lr": 0.02, "weight_decay": 0.0}], lr=0.01, momentum=0.9)
-    fwd = torch.compile(m) if option == "torch_compile" else m
-    dtype = torch.bfloat16 if option == "bf16" else None
-
-    def step():
-        opt.zero_grad()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = fwd(data, label)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def netspec_solver(model: str, option: str, cfg: Config, data, label) -> Solver:
     solver = Solver(solver_param(model, cfg.batch, option), None, device=cfg.device)
     solver.feed(data=data, label=label.float())
@@ -146,7 +123,8 @@ def train_steps(cfg: Config) -> list[Row]:
         for option in OPTIONS:
             data, label = synthetic_batch(cfg.batch, cfg.device)
             solver = netspec_solver(model, option, cfg, data, label)
-            hand = hand_step(model, option, cfg.device, data, label)
+            # the loss is not read on the host, as a careful torch user would write it
+            hand = hand_step(model, option, cfg.device, data, label, read_loss=False)
             fns = {"netspec": lambda s=solver: s.step(cfg.iters),
                    "hand": lambda h=hand: [h() for _ in range(cfg.iters)]}
             if not cfg.dry:

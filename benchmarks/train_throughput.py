@@ -52,7 +52,7 @@ def netspec_step(model, batch, option, device, data, label):
     return lambda: solver.step(1)
 
 
-def hand_step(model, option, device, data, label):
+def hand_step(model, option, device, data, label, read_loss: bool = True):
     m = hand_model(model, device=device).train()
     if option == "channels_last":
         m = m.to(memory_format=torch.channels_last)
@@ -68,7 +68,8 @@ def hand_step(model, option, device, data, label):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = fwd(data, label)
         loss.backward()
-        loss.item()
+        if read_loss:
+            loss.item()
         opt.step()
 
     return step

@@ -9,9 +9,9 @@
   atomic.py       write to a temporary name, then rename
   protofile.py    reading binary protobuf files, wire format, one-line errors
 """
-import importlib
+from ..lazy import lazy_getattr
 
-# Names are imported on first use: the CLI's help and light modules (atomic, log) must not pay for torch.
+# Names are imported on first use (netspec/lazy.py).
 _LAZY = {
     **dict.fromkeys(['atomic_dir', 'atomic_open', 'atomic_write'], '.atomic'),
     **dict.fromkeys(['read_binaryproto', 'read_blobproto', 'write_binaryproto'], '.binaryproto'),
@@ -24,12 +24,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

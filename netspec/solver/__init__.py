@@ -6,9 +6,9 @@ Solver that runs Caffe's Step/Test/Snapshot loop over compiled nets.
     rule.init(net.learnable_params())
     rule.apply(net.learnable_params(), rate, iter)            # grads in .grad, weights updated in place
 """
-import importlib
+from ..lazy import lazy_getattr
 
-# Names are imported on first use: the CLI's help and light modules (atomic, log) must not pay for torch.
+# Names are imported on first use (netspec/lazy.py).
 _LAZY = {
     **dict.fromkeys(['POLICIES', 'learning_rate'], '.lr_policy'),
     **dict.fromkeys(['RULES', 'UpdateRule', 'make_update_rule', 'solver_type'], '.update'),
@@ -16,12 +16,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["POLICIES", "RULES", "UpdateRule", "learning_rate", "make_update_rule", "solver_type", "Solver",
