@@ -88,6 +88,8 @@ class Layer(nn.Module):
         # Folder of the prototxt, the fallback for relative paths (sources, mean files) that do not
         # exist from the current directory, where Caffe looks.
         self.source_dir = source_dir if source_dir is not None else SOURCE_DIR.get()
+        if self.is_data:   # an empty buffer that follows .to(device): where a source puts its batches
+            self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self._check_arity(len(bottom_shapes), len(lp.top))
         self.setup([tuple(s) for s in bottom_shapes])
         self.top_shapes = [tuple(int(d) for d in s) for s in self.infer_top_shapes(

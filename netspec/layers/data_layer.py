@@ -39,7 +39,6 @@ class DataLayer(Layer):
 
     def __init__(self, lp: pb.LayerParameter, bottom_shapes=(), phase: int = pb.TRAIN, source_dir=None):
         super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
         self._reader = None
         self._stager = None                # CUDA: the next batch, copied on a side stream

@@ -54,7 +54,6 @@ class HDF5Data(Layer):
 
     def __init__(self, lp, bottom_shapes=(), phase=0, source_dir=None):
         super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
 
     # ---- set up -----------------------------------------------------------------------------------
     def setup(self, bottom_shapes):

@@ -25,7 +25,6 @@ class MemoryData(Layer):
 
     def __init__(self, lp, bottom_shapes=(), phase=0, source_dir=None):
         super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self._data = self._labels = None
         self._pos = 0
 

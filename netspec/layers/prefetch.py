@@ -86,7 +86,6 @@ class PrefetchSource(Layer):
         # threads, so the directory of setup is kept (a later chdir does not move the data).
         self.cwd = os.getcwd()
         super().__init__(lp, list(bottom_shapes), phase, source_dir=source_dir)
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
         self._reader = None
         self.served = 0   # batches forward has returned
         self._marks: dict = {}   # batch index -> the cursor before its job was made
