@@ -74,10 +74,12 @@ def test_every_blob_equals_the_eager_net():
         got = gm(x)
     assert_close_blobs(got, want)
     # The chains that were folded: conv1+bn1+sc1+relu1 into one convolution; bn2 (read by two layers)
-    # and sum's bn3+sc3 as affines; conv2 alone stays a convolution.
+    # and sum's bn3+sc3 as affines; conv2 and conv4 alone are packed convolutions (on the CPU).
     folds = [m.chain for m in gm.modules() if isinstance(m, _Folded)]
-    assert [(c.conv is not None, c.bn.name, c.scale.name if c.scale else None, c.relu is not None) for c in folds] \
-        == [(True, "bn1", "sc1", True), (False, "bn2", "sc2", False), (False, "bn3", "sc3", False)]
+    name = lambda layer: layer.name if layer is not None else None   # noqa: E731
+    assert [(name(c.conv), name(c.bn), name(c.scale), c.relu is not None) for c in folds] \
+        == [("conv1", "bn1", "sc1", True), ("conv2", None, None, False), (None, "bn2", "sc2", False),
+            (None, "bn3", "sc3", False), ("conv4", None, None, False)]
     called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
     assert not any("drop" in str(t) or "bn" in str(t) or "sc" in str(t) for t in called)
 
@@ -135,6 +137,57 @@ def test_folded_weights_follow_weight_changes():
     assert_close_blobs(got, {b: want[b] for b in got})
 
 
+def test_cpu_convolutions_are_onednn_with_packed_weights_and_channels_last_results():
+    """The packed path is what runs (not a fallback), its channels-last results reach layers that
+    need contiguous bottoms as contiguous tensors (Flatten's view), and a second batch size reuses the
+    packed weights with the right numbers."""
+    cn = compiled()
+    gm = inference_module(cn)
+    with torch.inference_mode():
+        got = gm(torch.randn(2, 3, 12, 12))
+    packed = [m for m in gm.modules() if isinstance(m, _Folded) and m.chain.conv is not None]
+    assert len(packed) == 3 and all(m._packed is not None and m._packed.is_mkldnn for m in packed)
+    assert got["conv1"].is_contiguous(memory_format=torch.channels_last) and not got["conv1"].is_contiguous()
+    contiguous = [n for n in gm.graph.nodes if n.op == "call_method" and n.target == "contiguous"]
+    assert [n.args[0].name for n in contiguous] == ["conv4"]        # before Flatten only
+    assert got["flat"].is_contiguous()
+    first = [m._packed for m in packed]
+    x = torch.randn(5, 3, 12, 12)
+    with torch.no_grad():
+        want = cn(x)
+    with torch.inference_mode():
+        got = gm(x)
+    assert [m._packed for m in packed] == first
+    assert_close_blobs(got, want)
+
+
+def test_packed_convolutions_fall_back_off_the_fast_path():
+    """float64 (and any tensor oneDNN's packed call does not take) runs F.conv2d with the same weights."""
+    cn = compiled().double()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        want = cn(x)
+    gm = inference_module(cn)
+    with torch.inference_mode():
+        got = gm(x)
+    assert all(m._packed is None for m in gm.modules() if isinstance(m, _Folded))
+    assert_close_blobs(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:TF32")
+def test_packed_path_off_when_onednn_is_disabled():
+    cn = compiled()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        want = cn(x)
+    with torch.backends.mkldnn.flags(enabled=False):
+        gm = inference_module(cn)
+        with torch.inference_mode():
+            got = gm(x)
+    assert not any(isinstance(m, _Folded) and m.chain.bn is None for m in gm.modules())
+    assert_close_blobs(got, want)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_bvlc_style_googlenet_block(batch):
     """An inception block: 1x1/3x3/5x5 branches, LRN, pooling, concat, dropout."""
@@ -159,8 +212,9 @@ layer {{ name: "fc" type: "InnerProduct" bottom: "gap" top: "fc" inner_product_p
     with torch.inference_mode():
         got = gm(x)
     assert_close_blobs(got, want, rel=1e-6)
-    # convolutions, poolings and the inner product are torch calls in the graph, not module calls
-    assert {n.target for n in gm.graph.nodes if n.op == "call_module"} == {"net.norm", "net.cat", "net.gap"}
+    # poolings and the inner product are torch calls in the graph, the convolutions packed ones
+    assert {n.target for n in gm.graph.nodes if n.op == "call_module"} == {"net.norm", "net.cat", "net.gap",
+                                                                          "fold1", "fold2"}
 
 
 def test_pycaffe_forward_takes_the_inference_path_and_keeps_every_blob(tmp_path):
@@ -181,6 +235,12 @@ def test_pycaffe_forward_takes_the_inference_path_and_keeps_every_blob(tmp_path)
     assert_close_blobs({b: torch.from_numpy(v) for b, v in out.items()}, {b: want[b] for b in out})
     assert_close_blobs({b: torch.from_numpy(net.blobs[b].data) for b in ("other", "flat", "dropped")},
                        {b: want[b] for b in ("other", "flat", "dropped")})
+    # a channels-last result handed out is a C-ordered array (pycaffe's blobs are), kept across forwards
+    conv2 = net.blobs["conv2"].data
+    assert conv2.flags["C_CONTIGUOUS"]
+    net.forward()
+    assert net.blobs["conv2"].data is conv2
+    assert_close_blobs({"conv2": torch.from_numpy(conv2)}, {"conv2": want["conv2"]})
     # net surgery through numpy after a forward: the next forward uses the new weights
     net.params["conv1"][0].data[...] *= -1
     net.params["bn1"][1].data[...] *= 3

@@ -34,6 +34,12 @@ _fast_layout = Pooling._fast_layout
 # Layers whose result is a new tensor no other blob shares, so an in-place ReLU may overwrite it.
 _FRESH = {"Convolution", "InnerProduct", "Pooling", "LRN", "Eltwise", "Deconvolution", "Scale", "BatchNorm"}
 
+# Layers whose code is written with torch calls that take any memory layout (no .view of the bottom),
+# so the channels-last results of oneDNN's convolutions pass through them; other layers get their
+# bottoms made contiguous first. Their tops are channels-last when a bottom is.
+_ANY_LAYOUT = {"ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "ELU", "Exp", "Log", "Power", "Split", "Eltwise",
+               "Concat", "LRN", "Pooling", "Softmax", "InnerProduct", "Dropout"}
+
 
 @dataclass
 class _Chain:
@@ -79,15 +85,35 @@ def _chain_at(net, k: int) -> _Chain | None:
         scale, j = steps[j].layer, j + 1
     if conv is not None and j < len(steps) and _in_place(steps[j], blob, "ReLU"):
         relu, j = steps[j].layer, j + 1
-    if bn is None:
+    if bn is None and not (conv is not None and _packable(net, step)):
         return None          # a convolution alone (its in-place ReLU still runs in place, see below)
     chain = _Chain(conv, bn, scale, relu, j - 1)
     chain.sources = [t for l in (conv, bn, scale) if l is not None for t in l.blobs]
     return chain
 
 
+def _packable(net, step) -> bool:
+    """Whether a plain convolution runs on the CPU, where oneDNN's convolution with weights packed once
+    beats torch's per-call F.conv2d (see _Folded)."""
+    return step.device.type == "cpu" and _onednn_available()
+
+
+def _onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+
+
 class _Folded(nn.Module):
-    """A convolution with BatchNorm (+ Scale) folded in, or a lone per-channel affine; cached."""
+    """A convolution (with BatchNorm (+ Scale) folded in, and its in-place ReLU fused), or a lone
+    per-channel affine; the weights worked out once and cached.
+
+    On the CPU in float32 the convolution is oneDNN's, called as torch.compile's freezing calls it: the
+    weights reordered once into oneDNN's blocked layout, activations channels-last, bias and ReLU done
+    by the convolution itself. F.conv2d instead reorders the weights on every call and, on NCHW
+    tensors, picks kernels that with two threads run up to 10x slower for 1x1 convolutions (ResNet-50
+    at batch 1: 17 ms of convolutions in 8 representative layers against 11 ms; benchmarks/RESULTS.md).
+    Its results are channels-last tensors: the graph hands them on to layers that do not care about
+    layout and makes them contiguous for the others; pycaffe's Blob makes a blob contiguous the first
+    time its array is handed out."""
 
     def __init__(self, chain: _Chain):
         super().__init__()
@@ -95,6 +121,12 @@ class _Folded(nn.Module):
         self._key = None
         self._copies: list[torch.Tensor] = []
         self.weight = self.bias = None
+        self._packed = None               # oneDNN's reordered weight, made on the first CPU call
+        conv, relu = chain.conv, chain.relu
+        if conv is not None:
+            self._geometry = (list(conv.pad), list(conv.stride), list(conv.dilation), conv.group)
+        self._post = ("none", []) if relu is None else ("relu", []) if not relu.slope \
+            else ("leaky_relu", [float(relu.slope)])
 
     def _affine(self):
         """y = x·a + c per channel, from BatchNorm's global statistics and the Scale after it (float64)."""
@@ -123,14 +155,19 @@ class _Folded(nn.Module):
         if self._current():
             return
         with torch.no_grad():
-            a, c = self._affine()
             conv = self.chain.conv
-            if conv is not None:
-                w = conv.weight.double() * a.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-                b = (conv.bias.double() * a if conv.bias_term else 0) + c
-                self.weight, self.bias = w.to(conv.weight.dtype), b.to(conv.weight.dtype)
+            if conv is not None and self.chain.bn is None:
+                self.weight = conv.weight.detach()
+                self.bias = conv.bias.detach() if conv.bias_term else None
             else:
-                self.weight, self.bias = a.float(), c.float()
+                a, c = self._affine()
+                if conv is not None:
+                    w = conv.weight.double() * a.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+                    b = (conv.bias.double() * a if conv.bias_term else 0) + c
+                    self.weight, self.bias = w.to(conv.weight.dtype), b.to(conv.weight.dtype)
+                else:
+                    self.weight, self.bias = a.float(), c.float()
+            self._packed = None
         self._copies = [t.detach().clone() if getattr(t, "_netspec_exposed", False) else t
                         for t in self.chain.sources]
         self._key = tuple((t._version, t.data_ptr()) for t in self.chain.sources)
@@ -138,14 +175,29 @@ class _Folded(nn.Module):
     def forward(self, x):
         self.refresh()
         conv = self.chain.conv
+        if conv is not None and self._onednn(x):
+            if self._packed is None:
+                pad, stride, dilation, group = self._geometry
+                self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    self.weight.to_mkldnn(), pad, stride, dilation, group, list(x.shape))
+            attr, scalars = self._post
+            return torch.ops.mkldnn._convolution_pointwise(
+                x.contiguous(memory_format=torch.channels_last), self._packed, self.bias, *self._geometry,
+                attr, scalars, None)
         if conv is not None:
-            y = F.conv2d(x, self.weight.to(x.device), self.bias.to(x.device), stride=conv.stride, padding=conv.pad,
+            bias = None if self.bias is None else self.bias.to(x.device)
+            y = F.conv2d(x, self.weight.to(x.device), bias, stride=conv.stride, padding=conv.pad,
                          dilation=conv.dilation, groups=conv.group)
         else:
             shape = (1, -1) + (1,) * (x.dim() - 2)
             y = torch.addcmul(self.bias.to(x.device).reshape(shape), x, self.weight.to(x.device).reshape(shape))
         relu = self.chain.relu
         return y if relu is None else _relu_(y, relu.slope)
+
+
+    def _onednn(self, x) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and x.dim() == 4 and x.numel() > 0 and _onednn_available())
 
 
 def _relu_(y, slope: float):
@@ -171,6 +223,7 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
     taken: set[str] = set()
     current = {b: graph.placeholder(_node_name(b, taken)) for b in net.input_names}
     fresh: set[str] = set()          # blobs whose current tensor no other blob shares
+    any_layout: set[str] = set()     # blobs whose current tensor may be channels-last
     k = 0
     while k < len(net.steps):
         step = net.steps[k]
@@ -186,6 +239,9 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
             node.name = _node_name(step.tops[0], taken)
             current[step.tops[0]] = node
             fresh.add(step.tops[0])
+            (any_layout.add if chain.conv is not None else any_layout.discard)(step.tops[0])
+            if chain.conv is None and step.bottoms[0] in any_layout:
+                any_layout.add(step.tops[0])
             k = chain.last + 1
             continue
         k += 1
@@ -193,6 +249,7 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
         if layer.type == "Dropout" and net.phase == pb.TEST and not step.transfers:
             current[step.tops[0]] = current[step.bottoms[0]]
             fresh.difference_update((step.tops[0], step.bottoms[0]))
+            (any_layout.add if step.bottoms[0] in any_layout else any_layout.discard)(step.tops[0])
             continue
         if step.tops and _in_place(step, step.tops[0], "ReLU") and step.tops[0] in fresh:   # HDF5Output has none
             node = graph.call_function(_relu_, (current[step.tops[0]], float(layer.slope)))
@@ -200,6 +257,12 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
             current[step.tops[0]] = node
             continue
         fresh.difference_update(step.bottoms)     # read since it was made: a view of it may live on
+        laid_out = [b for b in step.bottoms if b in any_layout]
+        if laid_out and layer.type not in _ANY_LAYOUT:
+            for b in laid_out:
+                current[b] = graph.call_method("contiguous", (current[b],))
+                any_layout.discard(b)
+            laid_out = []
         args = []
         moved = {blob: graph.call_method("to", (current[blob], step.device)) for blob, _, _ in step.transfers}
         for b, d in zip(step.bottoms, step.detach):
@@ -215,6 +278,7 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
                 current[t] = graph.call_function(_getitem, (node, j))
         for t in step.tops:
             (fresh.add if layer.type in _FRESH and len(step.tops) == 1 else fresh.discard)(t)
+            (any_layout.add if laid_out else any_layout.discard)(t)
     wanted = list(current) if outputs is None else list(outputs)
     graph.output({b: current[b] for b in wanted})
     gm = fx.GraphModule(root, graph, class_name="Inference")

@@ -80,6 +80,8 @@ class Blob:
     @property
     def data(self) -> np.ndarray:
         if self._data.device.type == "cpu":
+            if not self._data.is_contiguous():     # the inference graph's channels-last results
+                self._data = self._data.contiguous()
             return self._array(0, self._data)
         if self._hdata is None:
             self._hdata = self._host_array(0, self._data)
