@@ -47,7 +47,8 @@ def peek(source) -> tuple[str, pb.Datum]:
 
 
 class _BufferPool:
-    """Reusable float32 batch buffers; `take` hands out a view, counted while anyone holds it."""
+    """Reusable batch buffers (float32, or uint8 crops); `take` hands out a view, counted while anyone
+    holds it."""
 
     def __init__(self, cap: int, pin_memory: bool, shared: bool = False):
         self.cap, self.pin_memory, self.shared = cap, pin_memory, shared
@@ -58,14 +59,14 @@ class _BufferPool:
     def _refs(t: torch.Tensor) -> int:
         return _storage_refs(t.untyped_storage()._cdata)
 
-    def take(self, shape) -> torch.Tensor:
+    def take(self, shape, dtype=torch.float32) -> torch.Tensor:
         if (self.pin_memory and not self.shared) or _storage_refs is None:
-            return torch.empty(shape, dtype=torch.float32, pin_memory=self.pin_memory)
+            return torch.empty(shape, dtype=dtype, pin_memory=self.pin_memory)
         with self.lock:
             for buf, free in self.items:
-                if buf.shape == shape and self._refs(buf) == free:
+                if buf.shape == shape and buf.dtype == dtype and self._refs(buf) == free:
                     return buf.detach()
-            buf = torch.empty(shape, dtype=torch.float32)
+            buf = torch.empty(shape, dtype=dtype)
             if self.shared:      # worker processes write batches into it (data/workers.py)
                 buf.share_memory_()
                 if self.pin_memory:
@@ -76,15 +77,20 @@ class _BufferPool:
 
 
 class BatchReader:
-    """Yields (data float32 NxCxHxW, label float32 N) torch tensors, prefetched in background threads."""
+    """Yields (data float32 NxCxHxW, label float32 N) torch tensors, prefetched in background threads.
+
+    With `uint8` (records of uint8 pixels) the host only crops and mirrors: it yields (data uint8
+    NxCxHxW, label, params int32 Nx3 of (h_off, w_off, mirror), colour shift float32 Nx3), which
+    transform.Normaliser turns into the float batch on the device."""
 
     def __init__(self, source, batch_size: int, transformer: DataTransformer, *, phase=pb.TRAIN, rand_skip=0,
                  prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False, start=0,
-                 processes=None):
+                 processes=None, uint8=False):
         self.source, self.batch_size, self.transformer = str(source), int(batch_size), transformer
         self.cursor = dbmod.Cursor(source)
         self.shard = world_size > 1 and phase == pb.TRAIN
         self.rank, self.world_size, self.seed, self.pin_memory = rank, world_size, seed, pin_memory
+        self.uint8 = bool(uint8)
         self.prefetch = max(1, int(prefetch))
         self.offset = 0
         self._to_skip = int(np.random.default_rng([seed, 1 << 20]).integers(rand_skip)) if rand_skip else 0
@@ -97,7 +103,7 @@ class BatchReader:
         processes = requested_processes(processes)
         self._buffers = _BufferPool(self.prefetch + 4, pin_memory, shared=processes > 0)
         self._assembler = ProcessAssembler(self.source, transformer, self.batch_size, seed, rank, processes,
-                                           self._buffers, self._first_shape) if processes else None
+                                           self._buffers, self._first_shape, self.uint8) if processes else None
         workers = processes or data_workers(workers, self.prefetch)   # with processes: one thread each
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor, self._assembler)
@@ -163,18 +169,26 @@ class BatchReader:
             return self._assembler(index, records)
         t = self.transformer
         rng = np.random.default_rng([self.seed, self.rank, index])
-        data = label = data_np = label_np = None
+        batch = data_np = None
         for i, (key, value) in enumerate(records):
             datum = parse(value, key, self.source)
             image = t.array(datum, key)
-            if data is None:  # the first record of each batch shapes it, as Caffe's load_batch
-                shape = (self.batch_size,) + t.output_shape(image.shape, key)
-                data = self._buffers.take(shape)
-                label = torch.empty(self.batch_size, dtype=torch.float32, pin_memory=self.pin_memory)
-                data_np, label_np = data.numpy(), label.numpy()
-            t(image, rng, out=data_np[i], key=key)
+            if batch is None:  # the first record of each batch shapes it, as Caffe's load_batch
+                batch = self._new_batch((self.batch_size,) + t.output_shape(image.shape, key))
+                data_np, label_np = batch[0].numpy(), batch[1].numpy()
+                params, shift = (batch[2].numpy(), batch[3].numpy()) if self.uint8 else (None, None)
+            t.into_batch(i, image, rng, data_np, params, shift, key=key)
             label_np[i] = datum.label
-        return data, label
+        return batch
+
+    def _new_batch(self, shape) -> tuple:
+        """(data, label[, params, shift]) to fill: the data from the pool, the small ones pinned."""
+        n, pin = self.batch_size, self.pin_memory
+        label = torch.empty(n, dtype=torch.float32, pin_memory=pin)
+        if not self.uint8:
+            return self._buffers.take(shape), label
+        return (self._buffers.take(shape, torch.uint8), label, torch.empty((n, 3), dtype=torch.int32, pin_memory=pin),
+                torch.zeros((n, 3), dtype=torch.float32, pin_memory=pin))
 
     def _task(self) -> None:
         index, result = self._claim()
@@ -193,8 +207,8 @@ class BatchReader:
             self._pool.submit(self._task)
             self._submitted += 1
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch; a failure while preparing it is raised here."""
+    def next(self) -> tuple:
+        """The next batch (data, label[, params, shift]); a failure while preparing it is raised here."""
         self._fill()
         with self._done:
             while self._next_out not in self._results:

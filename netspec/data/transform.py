@@ -9,12 +9,18 @@ Encoded records are decoded with OpenCV, keeping their channels unless force_col
 netspec extension, TRAIN only: `color_aug_param` adds the paper's PCA colour shift (Krizhevsky et al.
 2012, section 4.1) sum_i alpha_i lambda_i p_i, alpha_i ~ N(0, std) drawn once per image, to every pixel
 before the mean is subtracted. p_i are given in R,G,B order and applied to Caffe's B,G,R channels.
+
+The transform also comes in two halves, for feeding a GPU 1 byte per pixel instead of 4: on the host
+`crop_uint8` draws the same random choices and only crops and mirrors the uint8 pixels, and
+`Normaliser` does the float32 arithmetic for a whole batch in torch, on the batch's device, with the
+same operations in the same order (bit-identical results).
 """
 from __future__ import annotations
 
 import logging
 
 import numpy as np
+import torch
 
 from ..errors import NetspecError
 from ..proto import pb
@@ -84,11 +90,12 @@ class DataTransformer:
         return (c, self.crop, self.crop) if self.crop else (c, h, w)
 
     # ---- the transform ----------------------------------------------------------------------------
-    def __call__(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None,
-                 key: str | None = None) -> np.ndarray:
-        """Transform one CHW image (uint8 or float32) into `out` (float32, allocated if None)."""
-        c, h, w = image.shape
-        oc, oh, ow = self.output_shape(image.shape, key)
+    def draw(self, image_shape, out_shape, rng: np.random.Generator):
+        """One image's random choices, drawn in Caffe's order: (mirror, h_off, w_off, colour shift
+        as 3 float32 or None). Both the float path and the uint8 path draw through here, so a batch's
+        crops and mirrors are the same in both."""
+        _, h, w = image_shape
+        _, oh, ow = out_shape
         do_mirror = bool(self.param.mirror and rng.integers(2))
         h_off = w_off = 0
         if self.crop:
@@ -96,17 +103,32 @@ class DataTransformer:
                 h_off, w_off = int(rng.integers(h - oh + 1)), int(rng.integers(w - ow + 1))
             else:
                 h_off, w_off = (h - oh) // 2, (w - ow) // 2
+        shift = None
+        if self.eig is not None:
+            shift = (self.eig[0] @ rng.normal(0.0, self.eig[1], 3)).astype(np.float32)
+        return do_mirror, h_off, w_off, shift
+
+    def _out(self, out, shape, dtype, key):
         if out is None:
-            out = np.empty((oc, oh, ow), np.float32)
-        elif out.shape != (oc, oh, ow):
-            raise self._error(f"record '{key}' gives {_dims((oc, oh, ow))}, the batch's first record "
+            return np.empty(shape, dtype)
+        if out.shape != shape:
+            raise self._error(f"record '{key}' gives {_dims(shape)}, the batch's first record "
                               f"{_dims(out.shape)}; records of one batch must have one size")
+        return out
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None,
+                 key: str | None = None) -> np.ndarray:
+        """Transform one CHW image (uint8 or float32) into `out` (float32, allocated if None)."""
+        c = image.shape[0]
+        shape = self.output_shape(image.shape, key)
+        do_mirror, h_off, w_off, shift = self.draw(image.shape, shape, rng)
+        out = self._out(out, shape, np.float32, key)
+        _, oh, ow = shape
         view = out[..., ::-1] if do_mirror else out
         src = image[:, h_off:h_off + oh, w_off:w_off + ow]
-        if self.eig is not None:
-            alpha = rng.normal(0.0, self.eig[1], 3)
+        if shift is not None:
             view[...] = src
-            view += (self.eig[0] @ alpha).astype(np.float32)[:, None, None]
+            view += shift[:, None, None]
             src = view
         if self.mean is not None:
             np.subtract(src, self.mean[:, h_off:h_off + oh, w_off:w_off + ow], out=view, dtype=np.float32)
@@ -119,5 +141,81 @@ class DataTransformer:
             out *= self.scale
         return out
 
+    def crop_uint8(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None,
+                   key: str | None = None) -> tuple[int, int, int, np.ndarray | None]:
+        """The uint8 half of the transform: crop and mirror one uint8 CHW image into `out` (uint8)
+        with the same draws as __call__; returns (h_off, w_off, mirror, shift) for `normalise`."""
+        if image.dtype != np.uint8:
+            raise self._error(f"record '{key}' holds {image.dtype} pixels, but this source is read as "
+                              "uint8 (its first record is); set NETSPEC_DATA_UINT8=0")
+        shape = self.output_shape(image.shape, key)
+        do_mirror, h_off, w_off, shift = self.draw(image.shape, shape, rng)
+        out = self._out(out, shape, np.uint8, key)
+        _, oh, ow = shape
+        (out[..., ::-1] if do_mirror else out)[...] = image[:, h_off:h_off + oh, w_off:w_off + ow]
+        return h_off, w_off, int(do_mirror), shift
+
+    def into_batch(self, i: int, image: np.ndarray, rng: np.random.Generator, out: np.ndarray,
+                   params: np.ndarray | None = None, shift: np.ndarray | None = None,
+                   key: str | None = None) -> None:
+        """Image `i` of a batch: transformed into float32 `out[i]`, or for a uint8 `out` cropped and
+        mirrored into `out[i]` with its (h_off, w_off, mirror) in params[i] and its colour shift in
+        shift[i] (left as it is without color_aug_param)."""
+        if out.dtype != np.uint8:
+            self(image, rng, out=out[i], key=key)
+            return
+        h_off, w_off, mirror, colour = self.crop_uint8(image, rng, out=out[i], key=key)
+        params[i] = (h_off, w_off, mirror)
+        if colour is not None:
+            shift[i] = colour
+
     def transform_datum(self, datum: pb.Datum, rng: np.random.Generator, out=None, key=None) -> np.ndarray:
         return self(self.array(datum, key), rng, out, key)
+
+
+class Normaliser:
+    """The float half of the transform for a batch of uint8 crops (DataTransformer.crop_uint8), in
+    torch on whatever device the batch is: float32(pixel) [+ colour shift] - mean [* scale], the
+    host path's float32 operations in its order, so the result is bit-identical to __call__'s.
+
+    A mean file is indexed at each output pixel's source position, as on the host: row h_off + y
+    and column w_off + x, or w_off + ow-1-x for a mirrored image (its pixels arrive mirrored). The
+    mean crops of a whole batch are gathered in one indexing operation."""
+
+    def __init__(self, transformer: DataTransformer):
+        self.t = transformer
+        self._means: dict[torch.device, torch.Tensor] = {}   # the mean (file or values) per device
+
+    def _mean(self, device: torch.device, channels: int) -> torch.Tensor:
+        if device not in self._means:
+            t = self.t
+            if t.mean is not None:
+                mean = torch.from_numpy(np.ascontiguousarray(t.mean, np.float32))
+            else:
+                mv = t.mean_values if len(t.mean_values) == channels else np.repeat(t.mean_values, channels)
+                mean = torch.from_numpy(mv.astype(np.float32))[None, :, None, None]
+            self._means[device] = mean.to(device)
+        return self._means[device]
+
+    def _mean_crops(self, mean: torch.Tensor, offsets: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+        """(N, C, oh, ow): each image's window of the mean file, mirrored as its pixels are."""
+        off = offsets.to(torch.int64)
+        rows = off[:, 0:1] + torch.arange(oh, device=off.device)
+        across = torch.arange(ow, device=off.device)
+        cols = off[:, 1:2] + torch.where(off[:, 2:3] != 0, ow - 1 - across, across)
+        return mean[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)
+
+    def __call__(self, data: torch.Tensor, offsets: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """data: uint8 (N, C, oh, ow); offsets: int (N, 3) of (h_off, w_off, mirror); shift: float32
+        (N, 3), used only with color_aug_param. Returns the float32 batch."""
+        t = self.t
+        x = data.to(torch.float32)
+        if t.eig is not None:
+            x += shift[:, :, None, None]
+        if t.mean is not None:
+            x -= self._mean_crops(self._mean(x.device, x.shape[1]), offsets, x.shape[2], x.shape[3])
+        elif len(t.mean_values):
+            x -= self._mean(x.device, x.shape[1])
+        if t.scale != 1:
+            x *= float(t.scale)
+        return x

@@ -5,6 +5,11 @@ No bottoms; tops `data` (N x C x H x W float32, transformed as transform_param s
 DataLayerSetUp peeks it. `source` and `mean_file` are relative to the current directory as in Caffe;
 when not found there they are looked up relative to the prototxt's folder (`source_dir`). Batches
 are prepared ahead by netspec.data.reader; on a CUDA layer they are pinned and copied asynchronously.
+
+Records of uint8 pixels can travel as uint8 crops (1 byte per pixel) with each image's offsets,
+mirror flag and colour shift, and be normalised on the layer's device (transform.Normaliser, the
+host's float32 arithmetic bit for bit): the default on CUDA, NETSPEC_DATA_UINT8 overrides
+(data/workers.py). The mode is decided once, from the first record, as the top shapes are.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import db as dbmod
 from ..data.reader import BatchReader, peek
 from ..data.staging import Stager
-from ..data.transform import DataTransformer
+from ..data.transform import DataTransformer, Normaliser
+from ..data.workers import requested_uint8
 from ..errors import NetspecError
 from ..proto import pb
 from .base import Layer, register
@@ -42,6 +49,7 @@ class DataLayer(Layer):
         self.seed = (torch.initial_seed() + zlib.crc32(lp.name.encode())) % (1 << 63)
         self._reader = None
         self._stager = None                # CUDA: the next batch, copied on a side stream
+        self._normaliser = None            # uint8 mode: the float arithmetic on the device
         self._start = 0  # batches already read by the run a solver state was written from
 
     # ---- paths ------------------------------------------------------------------------------------
@@ -91,10 +99,12 @@ class DataLayer(Layer):
         try:
             self.transformer = DataTransformer(tp, self.phase, mean_path, name=self.name)
             key, datum = peek(self.source)
-            self.record_shape = self.transformer.output_shape(self.transformer.array(datum, key).shape, key)
+            image = self.transformer.array(datum, key)
+            self.record_shape = self.transformer.output_shape(image.shape, key)
         except NetspecError as e:
             raise e if e.layer else self.error(str(e)) from None
         self.batch_size = int(dp.batch_size)
+        self.uint8_records = image.dtype == np.uint8    # raw bytes or decoded images, not float_data
 
     def infer_top_shapes(self, bottom_shapes):
         shapes = [(self.batch_size,) + tuple(self.record_shape), (self.batch_size,)]
@@ -107,11 +117,13 @@ class DataLayer(Layer):
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
             dp = self.lp.data_param
+            on_cuda = self._anchor.device.type == "cuda"
+            uint8 = self.uint8_records and requested_uint8(default=on_cuda)
+            self._normaliser = Normaliser(self.transformer) if uint8 else None
             self._reader = BatchReader(self.source, self.batch_size, self.transformer, phase=self.phase,
                                        rand_skip=dp.rand_skip, prefetch=dp.prefetch, rank=rank,
                                        world_size=world, seed=self.seed,
-                                       pin_memory=self._anchor.device.type == "cuda",
-                                       start=self._start)
+                                       pin_memory=on_cuda, start=self._start, uint8=uint8)
         return self._reader
 
     def forward(self):
@@ -120,13 +132,16 @@ class DataLayer(Layer):
             if device.type == "cuda":     # the next batch's copy overlaps this step (data/staging.py)
                 if self._stager is None:
                     self._stager = Stager(self.reader().next, device)
-                data, label = self._stager.next()
+                batch = self._stager.next()
             else:
-                data, label = self.reader().next()
+                batch = self.reader().next()
         except NetspecError as e:
             raise e if e.layer else self.error(str(e)) from None
         if device.type not in ("cpu", "cuda"):
-            data, label = data.to(device, non_blocking=True), label.to(device, non_blocking=True)
+            batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        data, label = batch[:2]
+        if len(batch) == 4:          # uint8 crops: normalised here, on the layer's device
+            data = self._normaliser(data, batch[2], batch[3])
         return (data, label) if len(self.lp.top) == 2 else data
 
     # ---- exact resume (netspec's SolverState.data_state; Caffe restarts at record 0) ---------------
@@ -165,7 +180,7 @@ class DataLayer(Layer):
         self._start = 0
 
     def close(self) -> None:
-        self._stager = None
+        self._stager = self._normaliser = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -174,7 +189,7 @@ class DataLayer(Layer):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state["_reader"] = None  # threads and LMDB handles do not copy; a copy starts reading afresh
-        state["_stager"] = None
+        state["_stager"] = state["_normaliser"] = None
         return state
 
     def extra_repr(self) -> str:
