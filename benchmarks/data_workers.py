@@ -1,8 +1,10 @@
 """Data-layer throughput per worker: images/s of the TRAIN reader with AlexNet's augmentation
 (crop 227, mirror, mean subtraction) from a raw and a JPEG-encoded 256x256 LMDB, with 1..N threads
-and 1..N worker processes (NETSPEC_DATA_PROCESSES).
+and 1..N worker processes (NETSPEC_DATA_PROCESSES), making float32 batches or uint8 crops
+(NETSPEC_DATA_UINT8=1: the host only crops and mirrors; the float arithmetic is the GPU's, not timed).
 
     .venv/bin/python benchmarks/data_workers.py [--records 512] [--batch 64] [--batches 16] [--max-workers 2]
+                                               [--modes float,uint8]
 
 Each configuration pulls `batches` batches as fast as it can after a warm-up batch (process start
 not counted). Prints a Markdown block for benchmarks/RESULTS.md.
@@ -44,10 +46,10 @@ def write_db(path: Path, records: int, encoded: bool) -> Path:
     return path
 
 
-def rate(db: Path, batch: int, batches: int, threads: int, processes: int) -> float:
+def rate(db: Path, batch: int, batches: int, threads: int, processes: int, uint8: bool = False) -> float:
     tp = pb.TransformationParameter(crop_size=227, mirror=True, mean_value=[104, 117, 123])
     reader = BatchReader(db, batch, DataTransformer(tp, pb.TRAIN), phase=pb.TRAIN, prefetch=4,
-                         workers=threads, processes=processes)
+                         workers=threads, processes=processes, uint8=uint8)
     try:
         reader.next()                        # warm-up: processes started, first buffers made
         t0 = time.perf_counter()
@@ -64,24 +66,29 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=16)
     ap.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--modes", default="float,uint8", help="batches made: float32 and/or uint8 crops")
     args = ap.parse_args()
+    modes = args.modes.split(",")
     counts = list(range(1, args.max_workers + 1))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for encoded in (False, True):
             db = write_db(Path(tmp) / ("jpeg" if encoded else "raw"), args.records, encoded)
             for kind in ("threads", "processes"):
-                rates = [rate(db, args.batch, args.batches, n if kind == "threads" else 1,
-                              n if kind == "processes" else 0) for n in counts]
-                rows.append(("JPEG q90" if encoded else "raw", kind, rates))
+                for mode in modes:     # interleaved per worker count, so load changes hit both alike
+                    rows.append(["JPEG q90" if encoded else "raw", kind, mode, []])
+                for n in counts:
+                    for row in rows[-len(modes):]:
+                        row[3].append(rate(db, args.batch, args.batches, n if kind == "threads" else 1,
+                                           n if kind == "processes" else 0, row[2] == "uint8"))
     print(f"- Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when measured")
     print(f"- Command: `.venv/bin/python benchmarks/data_workers.py --records {args.records} --batch "
-          f"{args.batch} --batches {args.batches} --max-workers {args.max_workers}`\n")
-    print("| records | workers are | " + " | ".join(f"{n} worker(s) images/s" for n in counts)
+          f"{args.batch} --batches {args.batches} --max-workers {args.max_workers} --modes {args.modes}`\n")
+    print("| records | workers are | batches | " + " | ".join(f"{n} worker(s) images/s" for n in counts)
           + " | per worker (1) | scaling 1→" + str(counts[-1]) + " |")
-    print("|---|---|" + "---:|" * (len(counts) + 2))
-    for name, kind, rates in rows:
-        print(f"| {name} | {kind} | " + " | ".join(f"{r:.0f}" for r in rates)
+    print("|---|---|---|" + "---:|" * (len(counts) + 2))
+    for name, kind, mode, rates in rows:
+        print(f"| {name} | {kind} | {mode} | " + " | ".join(f"{r:.0f}" for r in rates)
               + f" | {rates[0]:.0f} | {rates[-1] / rates[0]:.2f}× |")
 
 

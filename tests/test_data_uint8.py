@@ -19,18 +19,18 @@ from test_data_layer import data_net_layer, layer_for
 FIX = Path(__file__).parent / "data" / "caffe"
 MEAN = str(FIX / "mean.binaryproto")
 # A PCA colour shift as `netspec color-pca` writes it (orthonormal eigenvectors, R,G,B order).
-COLOUR = dict(eigenvalue=[55.5, 4.8, 1.6], std=0.1,
-              eigenvector=[-0.5675, 0.7192, 0.4009, -0.5808, -0.0045, -0.8140, -0.5836, -0.6948, 0.4203])
+COLOUR = {"eigenvalue": [55.5, 4.8, 1.6], "std": 0.1,
+          "eigenvector": [-0.5675, 0.7192, 0.4009, -0.5808, -0.0045, -0.8140, -0.5836, -0.6948, 0.4203]}
 
 CASES = {   # name: (source, phase, transform_param fields)
     "mean_file crop mirror scale": ("lmdb_raw", pb.TRAIN,
-                                    dict(crop_size=57, mirror=True, mean_file=MEAN, scale=0.5)),
-    "mean_file centred crop TEST": ("lmdb_raw", pb.TEST, dict(crop_size=50, mean_file=MEAN, scale=0.25)),
-    "one mean_value, JPEG": ("lmdb_encoded", pb.TRAIN, dict(crop_size=40, mirror=True, mean_value=[117])),
-    "mean_value per channel, no crop": ("lmdb_raw", pb.TEST, dict(mirror=True, mean_value=[104, 117, 123])),
-    "no mean, gray": ("lmdb_gray", pb.TRAIN, dict(crop_size=20, mirror=True, scale=0.00390625)),
-    "colour shift, mean_file": ("lmdb_raw", pb.TRAIN, dict(crop_size=57, mirror=True, mean_file=MEAN,
-                                                         scale=0.5, color_aug_param=COLOUR)),
+                                    {"crop_size": 57, "mirror": True, "mean_file": MEAN, "scale": 0.5}),
+    "mean_file centred crop TEST": ("lmdb_raw", pb.TEST, {"crop_size": 50, "mean_file": MEAN, "scale": 0.25}),
+    "one mean_value, JPEG": ("lmdb_encoded", pb.TRAIN, {"crop_size": 40, "mirror": True, "mean_value": [117]}),
+    "mean_value per channel, no crop": ("lmdb_raw", pb.TEST, {"mirror": True, "mean_value": [104, 117, 123]}),
+    "no mean, gray": ("lmdb_gray", pb.TRAIN, {"crop_size": 20, "mirror": True, "scale": 0.00390625}),
+    "colour shift, mean_file": ("lmdb_raw", pb.TRAIN, {"crop_size": 57, "mirror": True, "mean_file": MEAN,
+                                                       "scale": 0.5, "color_aug_param": COLOUR}),
 }
 
 
@@ -51,8 +51,10 @@ def _transformer(phase, fields) -> DataTransformer:
 def _pair(case, processes=0):
     source, phase, fields = CASES[case]
     t = _transformer(phase, fields)
-    make = lambda uint8, procs: BatchReader(FIX / source, 5, t, phase=phase, seed=7, uint8=uint8,  # noqa: E731
-                                            processes=procs)
+
+    def make(uint8, procs):
+        return BatchReader(FIX / source, 5, t, phase=phase, seed=7, uint8=uint8, processes=procs)
+
     return make(False, 0), make(True, processes), Normaliser(t)
 
 
@@ -94,7 +96,7 @@ def test_a_worker_process_makes_the_same_uint8_batches():
 
 def test_mean_file_window_of_a_mirrored_image_by_hand():
     # An independent float64 reference for one image: crop, then mirror, of (record - mean).
-    t = _transformer(pb.TRAIN, dict(crop_size=5, mirror=True, mean_file=MEAN))
+    t = _transformer(pb.TRAIN, {"crop_size": 5, "mirror": True, "mean_file": MEAN})
     image = np.arange(3 * 64 * 64, dtype=np.uint8).reshape(3, 64, 64)
     data = torch.from_numpy(np.ascontiguousarray(image[None, :, 10:15, 20:25][..., ::-1]))
     out = Normaliser(t)(data, torch.tensor([[10, 20, 1]], dtype=torch.int32), torch.zeros(1, 3))
@@ -165,9 +167,9 @@ def test_float_records_keep_the_float_path(monkeypatch, tmp_path):
 @pytest.mark.cuda
 def test_cuda_data_layer_normalises_uint8_crops_on_the_gpu(monkeypatch):
     monkeypatch.delenv("NETSPEC_DATA_UINT8", raising=False)
-    lp = data_net_layer(pb.TEST)          # mean_file, centred crop, scale
-    lp.transform_param.mirror = True
-    for phase, lp in ((pb.TEST, lp), (pb.TRAIN, data_net_layer(pb.TRAIN))):
+    test = data_net_layer(pb.TEST)          # mean_file, centred crop, scale
+    test.transform_param.mirror = True
+    for phase, lp in ((pb.TEST, test), (pb.TRAIN, data_net_layer(pb.TRAIN))):
         ref, uint8 = _tops(lp, phase)
         assert not uint8
         layer = DataLayer(lp, [], phase, source_dir=FIX).to("cuda")
