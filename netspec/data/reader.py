@@ -103,7 +103,8 @@ class BatchReader:
         processes = requested_processes(processes)
         self._buffers = _BufferPool(self.prefetch + 4, pin_memory, shared=processes > 0)
         self._assembler = ProcessAssembler(self.source, transformer, self.batch_size, seed, rank, processes,
-                                           self._buffers, self._first_shape, self.uint8) if processes else None
+                                           self._buffers, self._first_shape, self.uint8) \
+            if processes else None
         workers = processes or data_workers(workers, self.prefetch)   # with processes: one thread each
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor, self._assembler)
@@ -187,8 +188,9 @@ class BatchReader:
         label = torch.empty(n, dtype=torch.float32, pin_memory=pin)
         if not self.uint8:
             return self._buffers.take(shape), label
-        return (self._buffers.take(shape, torch.uint8), label, torch.empty((n, 3), dtype=torch.int32, pin_memory=pin),
-                torch.zeros((n, 3), dtype=torch.float32, pin_memory=pin))
+        params = torch.empty((n, 3), dtype=torch.int32, pin_memory=pin)
+        shift = torch.zeros((n, 3), dtype=torch.float32, pin_memory=pin)
+        return self._buffers.take(shape, torch.uint8), label, params, shift
 
     def _task(self) -> None:
         index, result = self._claim()

@@ -109,6 +109,7 @@ class DataTransformer:
         return do_mirror, h_off, w_off, shift
 
     def _out(self, out, shape, dtype, key):
+        """`out` (checked against the record's output shape), or a fresh array."""
         if out is None:
             return np.empty(shape, dtype)
         if out.shape != shape:
@@ -144,7 +145,7 @@ class DataTransformer:
     def crop_uint8(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None,
                    key: str | None = None) -> tuple[int, int, int, np.ndarray | None]:
         """The uint8 half of the transform: crop and mirror one uint8 CHW image into `out` (uint8)
-        with the same draws as __call__; returns (h_off, w_off, mirror, shift) for `normalise`."""
+        with the same draws as __call__; returns (h_off, w_off, mirror, shift) for `Normaliser`."""
         if image.dtype != np.uint8:
             raise self._error(f"record '{key}' holds {image.dtype} pixels, but this source is read as "
                               "uint8 (its first record is); set NETSPEC_DATA_UINT8=0")
