@@ -138,6 +138,24 @@ def test_a_cpu_data_layer_forced_into_uint8_mode_gives_the_same_tops(monkeypatch
         assert torch.equal(a, b) and torch.equal(la, lb), f"batch {i}"
 
 
+def test_exact_resume_in_uint8_mode_continues_with_the_same_crops(monkeypatch):
+    monkeypatch.setenv("NETSPEC_DATA_UINT8", "1")
+    lp = data_net_layer(pb.TRAIN)
+    first = DataLayer(lp, [], pb.TRAIN, source_dir=FIX)
+    first.reseed(3)
+    resumed = DataLayer(lp, [], pb.TRAIN, source_dir=FIX)
+    try:
+        first(), first()
+        resumed.restore_data_state(first.data_state("train"))
+        for i in range(3):      # 12 records, batch 4: the third batch after the resume wraps
+            (a, la), (b, lb) = first(), resumed()
+            assert torch.equal(a, b) and torch.equal(la, lb), f"batch {i} after the resume"
+        assert resumed.reader().uint8
+    finally:
+        first.close()
+        resumed.close()
+
+
 def _float_db(path: Path, first_float: bool) -> Path:
     w = dbmod.Writer(path)
     rng = np.random.default_rng(0)
