@@ -211,3 +211,33 @@ def test_global_pooling_follows_a_new_bottom_size():
     x = torch.randn(3, 2, 6, 5)
     assert layer.infer_top_shapes([x.shape]) == [(3, 2, 1, 1)]
     assert torch.allclose(layer(x), x.mean(dim=(2, 3), keepdim=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("k, s, p", [(2, 2, 0), (3, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_with_gradient_on_large_cpu_blobs_routes_ties_as_caffe(k, s, p):
+    """Blobs of 64K values or more take the channels-last forward + NCHW backward pair
+    (_MaxPoolChannelsLast); its values and gradients equal Caffe's loops and first-maximum routing,
+    on integer values full of ties."""
+    from netspec.layers.pooling import _MaxPoolChannelsLast
+
+    x = torch.randint(0, 4, (4, 8, 47, 45)).float().requires_grad_()
+    assert x.numel() >= 1 << 16
+    layer = make_layer(f'type: "Pooling" pooling_param {{ pool: MAX {_param((k, k), (s, s), (p, p))} }}', [x.shape])
+    y = layer(x)
+    assert y.grad_fn._forward_cls is _MaxPoolChannelsLast
+    np.testing.assert_array_equal(y.detach().numpy(), pool_ref(x.detach().numpy(), "MAX", (k, k), (s, s), (p, p)))
+    weights = torch.arange(y.numel(), dtype=torch.float32).reshape(y.shape)
+    y.backward(weights)
+    # Caffe's backward: each window's weight to the first maximum in scan order (strict '>')
+    want = np.zeros(x.shape, np.float32)
+    xs, ws = x.detach().numpy(), weights.numpy()
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            hs, he = max(i * s - p, 0), min(i * s - p + k, x.shape[2])
+            vs, ve = max(j * s - p, 0), min(j * s - p + k, x.shape[3])
+            win = xs[:, :, hs:he, vs:ve].reshape(x.shape[0], x.shape[1], -1)
+            first = win.argmax(axis=2)          # numpy's argmax: the first maximum in scan order
+            hh, vv = hs + first // (ve - vs), vs + first % (ve - vs)
+            for n in range(x.shape[0]):
+                np.add.at(want[n], (np.arange(x.shape[1]), hh[n], vv[n]), ws[n, :, i, j])
+    np.testing.assert_array_equal(x.grad.numpy(), want)

@@ -28,6 +28,33 @@ _FLT_MIN = 1.1754943508222875e-38
 _FLT_MAX = 3.4028234663852886e38
 
 
+class _MaxPoolChannelsLast(torch.autograd.Function):
+    """MAX pooling with a gradient on the CPU: the forward on a channels-last copy, the backward from its
+    indices on NCHW tensors. torch's NCHW forward with indices is 4-6x slower than its channels-last
+    one on the CPU, and its channels-last backward is slower than the NCHW one; the mixed pair takes
+    LeNet's pool1 (64x20x24x24) forward + backward from 9.1 to 4.3 ms on one thread. The indices are
+    the same flat h*W + w positions either way (the first maximum of each window in scan order, as
+    Caffe's), so values and gradients are identical to torch's NCHW pooling."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, pad, ceil):
+        y, idx = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel, stride, pad,
+                              ceil_mode=ceil, return_indices=True)
+        idx = idx.contiguous()
+        ctx.save_for_backward(x, idx)
+        ctx.geometry = (list(kernel), list(stride), list(pad), bool(ceil))
+        return y.contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, idx = ctx.saved_tensors
+        kernel, stride, pad, ceil = ctx.geometry
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, kernel, stride, pad, [1, 1],
+                                                              ceil, idx)
+        return dx, None, None, None, None
+
+
 @register("Pooling")
 class Pooling(Layer):
     exact_bottoms = 1
@@ -146,6 +173,9 @@ class Pooling(Layer):
     def _max(self, x, out):
         if not self._native(x, out):
             return self._max_explicit(x, out)
+        if self.num_tops == 1 and x.requires_grad and x.device.type == "cpu" and x.dim() == 4 \
+                and x.numel() >= 1 << 16 and torch.is_grad_enabled():
+            return _MaxPoolChannelsLast.apply(x, self.kernel, self.stride, self.pad, self.ceil)
         if self.num_tops == 1:
             xl, moved = self._fast_layout(x)
             y = F.max_pool2d(xl, self.kernel, self.stride, self.pad, ceil_mode=self.ceil)
