@@ -7,7 +7,8 @@ Each net gets seeded weights once (netspec's fillers, seed 1), written as a .caf
 file exported by netspec; every runtime then loads those same files in a process of its own and is
 timed as its users call it — netspec as pycaffe (`net.blobs['data'].data[...] = x; net.forward()`),
 OpenCV as `net.setInput(x); net.forward()`, onnxruntime as `session.run` — the median of `--repeats`
-forwards after three warm-ups, with the same number of threads for all.
+forwards after three warm-ups, with the same number of threads for all; `--rounds` processes per
+runtime, taken in turn, and the median of their medians reported (a VM's slow minutes fall on all).
 
 OpenCV 5 dropped the Caffe importer, so OpenCV and onnxruntime run from a virtual environment of their
 own (benchmarks/.venv-inference: `opencv-python-headless<5`, onnxruntime, numpy), made on first use.
@@ -168,6 +169,10 @@ def main() -> None:
     p.add_argument("--batches", default="1,10")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="processes per runtime, run in turn (netspec, opencv, onnxruntime, netspec, ...); "
+                        "each row gives the median of their medians, so a slow minute on a shared VM "
+                        "falls on every runtime alike")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="which median to compare: wall seconds, or the process's CPU seconds (on a busy machine)")
     p.add_argument("--runtimes", default="netspec,opencv,onnxruntime")
@@ -183,16 +188,22 @@ def main() -> None:
     other = ensure_venv()
     runtimes = a.runtimes.split(",")
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {a.threads} thread(s), "
-          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}, median {a.clock} time of {a.repeats}")
+          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}, median {a.clock} time of {a.repeats}, "
+          f"median of {a.rounds} rounds")
     print("| net | batch | " + " | ".join(f"{r} ms" for r in runtimes)
           + " | netspec / opencv | netspec / onnxruntime | max |prob| diff |")
     print("|---|---:|" + "---:|" * (len(runtimes) + 3))
     for net in a.nets.split(","):
         for batch in (int(b) for b in a.batches.split(",")):
             files = prepare(net, batch)
-            res = {r: run_worker(sys.executable if r == "netspec" else other, r, files, batch, a.threads,
-                                 a.repeats) for r in runtimes}
-            ms = {r: 1000 * statistics.median(v["times" if a.clock == "wall" else "cpu"]) for r, v in res.items()}
+            key = "times" if a.clock == "wall" else "cpu"
+            res, rounds = {}, {r: [] for r in runtimes}
+            for _ in range(a.rounds):
+                for r in runtimes:
+                    res[r] = run_worker(sys.executable if r == "netspec" else other, r, files, batch, a.threads,
+                                        a.repeats)
+                    rounds[r].append(1000 * statistics.median(res[r][key]))
+            ms = {r: statistics.median(v) for r, v in rounds.items()}
             diff = max(abs(x - y) for r in runtimes for row_a, row_b in zip(res[r]["prob"], res[runtimes[0]]["prob"])
                        for x, y in zip(row_a, row_b))
             ratio = [f"{ms['netspec'] / ms[o]:.2f}x" if o in ms and "netspec" in ms else "-"
