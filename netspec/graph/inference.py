@@ -122,6 +122,7 @@ class _Folded(nn.Module):
         self._copies: list[torch.Tensor] = []
         self.weight = self.bias = None
         self._packed = None               # oneDNN's reordered weight, made on the first CPU call
+        self._onednn_ok = _onednn_available()
         conv, relu = chain.conv, chain.relu
         if conv is not None:
             self._geometry = (list(conv.pad), list(conv.stride), list(conv.dilation), conv.group)
@@ -196,8 +197,10 @@ class _Folded(nn.Module):
 
 
     def _onednn(self, x) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and x.dim() == 4 and x.numel() > 0 and _onednn_available())
+        # oneDNN's availability is the graph's, decided when it was made (a per-call query costs
+        # more than LeNet's first convolution at batch 1)
+        return (self._onednn_ok and x.is_cpu and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and x.dim() == 4 and x.numel() > 0)
 
 
 def _relu_(y, slope: float):
