@@ -49,9 +49,9 @@ class LRN(Layer):
             # sums as 2·pre shifted adds onto the centre: several times faster on the CPU than a 3-D
             # average pooling, and windows longer than the channel axis need no special case.
             total = sq.clone()
-            for d in range(1, pre + 1):
-                total[:, d:] += sq[:, :-d]
-                total[:, :-d] += sq[:, d:]
+            for d in range(1, pre + 1):      # add_ on the view: `+=` on a slice also copies it onto itself
+                total[:, d:].add_(sq[:, :-d])
+                total[:, :-d].add_(sq[:, d:])
             inplace = not (torch.is_grad_enabled() and x.requires_grad)
             if inplace and self.k > 0 and self.alpha >= 0:      # inference: no new tensors
                 total.mul_(self.alpha / self.size).add_(self.k)
