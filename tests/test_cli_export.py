@@ -129,7 +129,7 @@ def test_deployed_net_turns_data_layers_into_inputs():
 @pytest.mark.slow
 def test_onnx_export_checks_and_agrees_with_eager(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
-    from onnx.reference import ReferenceEvaluator
+    from onnx_reference import evaluator
 
     path = tmp_path / "layers_net.onnx"
     export(tmp_path, "layers_net", "--onnx", str(path))
@@ -141,7 +141,7 @@ def test_onnx_export_checks_and_agrees_with_eager(tmp_path, capsys):
     assert [o.name for o in model.graph.output] == net.output_names
     data = np.load(DATA / "layers_net_blobs.npz")["data"]
     for x in (data, np.concatenate([data, data[:1]])):  # the stored batch of 2, and a batch of 3
-        got = ReferenceEvaluator(model).run(None, {"data": x})
+        got = evaluator(model).run(None, {"data": x})
         with torch.no_grad():
             want = net.graph_module(outputs=net.output_names)(torch.from_numpy(x))
         for blob, g in zip(net.output_names, got):
@@ -152,7 +152,7 @@ def test_onnx_export_checks_and_agrees_with_eager(tmp_path, capsys):
 @pytest.mark.slow
 def test_onnx_export_of_a_net_with_loss_and_accuracy(tmp_path):
     onnx = pytest.importorskip("onnx")
-    from onnx.reference import ReferenceEvaluator
+    from onnx_reference import evaluator
 
     net = trained("loss_net")
     path = tmp_path / "loss_net.onnx"
@@ -160,7 +160,7 @@ def test_onnx_export_of_a_net_with_loss_and_accuracy(tmp_path):
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     blobs = np.load(DATA / "loss_net_blobs.npz")
-    outs = ReferenceEvaluator(model).run(None, {"data": blobs["data"], "label": blobs["label"]})
+    outs = evaluator(model).run(None, {"data": blobs["data"], "label": blobs["label"]})
     got = dict(zip([o.name for o in model.graph.output], outs))
     loss, acc = got["loss"], got["acc"]
     assert abs(float(loss) - float(blobs["loss"])) < 1e-4 and float(acc) == float(blobs["acc"]), (loss, acc)

@@ -280,7 +280,7 @@ def _export(module, x, path):
 
 @pytest.mark.slow
 def test_caffenet_deploy_exports_to_onnx(caffenet_deploy, tmp_path):
-    from onnx.reference import ReferenceEvaluator
+    from onnx_reference import evaluator
 
     x = images(1)
     model = _export(_Prob(caffenet_deploy), x, tmp_path / "caffenet.onnx")
@@ -288,6 +288,6 @@ def test_caffenet_deploy_exports_to_onnx(caffenet_deploy, tmp_path):
     assert {"Conv", "Softmax"} <= ops, f"exported operators: {sorted(ops)}"
     with torch.no_grad():
         ref = _Prob(caffenet_deploy)(x).numpy()
-    got = ReferenceEvaluator(model).run(None, {"data": x.numpy()})[0]
+    got = evaluator(model).run(None, {"data": x.numpy()})[0]
     err = float(np.abs(got - ref).max())
     assert err < 1e-5, f"blob prob: worst error {err:.3g}"

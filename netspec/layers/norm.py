@@ -20,6 +20,47 @@ from ..proto import pb
 from .base import Layer, canonical_axis, register
 
 
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+@torch.library.custom_op("netspec::lrn_across", mutates_args=())
+def lrn_across(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """Caffe's ACROSS_CHANNELS LRN as one operator, for exporters: ONNX's LRN computes the same
+    x / (k + alpha/size * sum of x^2 over `size` channels centred on each)^beta (netspec/export_onnx.py
+    writes it as that node)."""
+    total = F.avg_pool3d(F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, (size - 1) // 2, size // 2)), (size, 1, 1),
+                         stride=1, divisor_override=1).squeeze(1)
+    return x * torch.pow(k + (alpha / size) * total, -beta)
+
+
+@lrn_across.register_fake
+def _(x, size, alpha, beta, k):
+    return torch.empty_like(x)
+
+
+def onnx_translations() -> dict:
+    """For torch.onnx.export(dynamo=True, custom_translation_table=...): lrn_across as ONNX's LRN."""
+    from onnxscript import opset18 as op
+
+    def lrn(x, size: int, alpha: float, beta: float, k: float):
+        return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=k)
+
+    return {torch.ops.netspec.lrn_across.default: lrn}
+
+
+def _lrn_symbolic(g, x, size, alpha, beta, k):
+    from torch.onnx import symbolic_helper as sh
+
+    return g.op("LRN", x, size_i=sh._get_const(size, "i", "size"), alpha_f=sh._get_const(alpha, "f", "alpha"),
+                beta_f=sh._get_const(beta, "f", "beta"), bias_f=sh._get_const(k, "f", "k"))
+
+
+def _register_torchscript_symbolic() -> None:
+    """lrn_across as ONNX's LRN for the TorchScript exporter (registered on its first export)."""
+    torch.onnx.register_custom_op_symbolic("netspec::lrn_across", _lrn_symbolic, 9)
+
+
 @register("LRN")
 class LRN(Layer):
     exact_bottoms = exact_tops = 1
@@ -39,6 +80,13 @@ class LRN(Layer):
         return [bottom_shapes[0]]
 
     def forward(self, x):
+        if self.across and _exporting():   # one ONNX LRN node (same formula), not the shifted adds
+            if torch.onnx.is_in_onnx_export():
+                _register_torchscript_symbolic()
+            return lrn_across(x, self.size, self.alpha, self.beta, self.k)
+        return self._lrn(x)
+
+    def _lrn(self, x):
         # In float32 whatever autocast gave us: x² overflows float16 from |x| = 256 (AlexNet's conv1
         # on 0-255 pixels reaches that), and the loss scaler would then shrink for ever.
         out_dtype, x = x.dtype, x.float()
