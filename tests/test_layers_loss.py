@@ -65,6 +65,18 @@ def test_softmax_loss_prob_top_and_axis():
     assert torch.allclose(loss, want)
 
 
+def test_softmax_loss_prob_top_sends_no_gradient():
+    """softmax_loss_layer.cpp's Backward uses top[0]'s diff only: a loss taken on the prob top adds
+    to the objective but not to the scores' gradient."""
+    x = torch.randn(4, 3, requires_grad=True)
+    label = torch.tensor([0.0, 2.0, 1.0, 1.0])
+    layer = make_layer('type: "SoftmaxWithLoss"', [x.shape, (4,)], tops=2)
+    loss, prob = layer(x, label)
+    (loss + 5.0 * (prob ** 2).sum()).backward()
+    want = (torch.softmax(x.detach(), 1) - torch.nn.functional.one_hot(label.long(), 3)) / 4
+    assert torch.allclose(x.grad, want, atol=1e-7)
+
+
 def test_softmax_loss_label_count_must_match():
     with pytest.raises(ShapeError, match=r"\(5,\).*need 4"):
         make_layer('type: "SoftmaxWithLoss"', [(4, 3), (5,)])

@@ -103,7 +103,9 @@ class SoftmaxWithLoss(_Classify):
         loss = -(logp * valid).sum() / self._normalizer(valid)
         if self.num_tops == 1:
             return loss
-        return loss, F.softmax(x, dim=self.axis, dtype=torch.float32).to(x.dtype)
+        # Caffe's Backward reads only the loss top's diff: whatever reaches the prob top (a second
+        # loss on it, its own loss_weight) counts in the loss but sends no gradient to the scores.
+        return loss, F.softmax(x.detach(), dim=self.axis, dtype=torch.float32).to(x.dtype)
 
 
 @register("EuclideanLoss")
