@@ -177,3 +177,22 @@ def canonical_axis(axis: int, num_axes: int, layer: Layer) -> int:
     if not -num_axes <= axis < max(num_axes, 1):
         raise layer.shape_error(f"axis {axis} is out of range for a {num_axes}-axis blob")
     return axis % num_axes if num_axes else 0
+
+
+class WeightBiasLayer(Layer):
+    """A layer with Caffe's weight blob and, under `bias_term`, a bias blob, filled by its parameter's
+    weight_filler and bias_filler (Convolution, Deconvolution, InnerProduct, Embed)."""
+
+    blob_names = ("weight", "bias")
+
+    def new_weight_bias(self, weight_shape, outputs: int) -> None:
+        self.bias_term = self.param.bias_term
+        self.new_blob("weight", weight_shape)
+        if self.bias_term:
+            self.new_blob("bias", (outputs,))
+        else:
+            self.blob_names = ("weight",)
+
+    def filler(self, blob_name):
+        field = "weight_filler" if blob_name == "weight" else "bias_filler"
+        return getattr(self.param, field) if self.param.HasField(field) else None

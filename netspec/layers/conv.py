@@ -16,15 +16,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Layer, canonical_axis, register
+from .base import WeightBiasLayer, canonical_axis, register
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-class _ConvBase(Layer):
+class _ConvBase(WeightBiasLayer):
     min_bottoms = 1
-    blob_names = ("weight", "bias")
     transposed = False
 
     def _spatial(self, name: str, n: int, default: int) -> tuple[int, ...]:
@@ -88,17 +87,8 @@ class _ConvBase(Layer):
             w_shape = (channels, self.num_output // self.group) + self.kernel
         else:
             w_shape = (self.num_output, channels // self.group) + self.kernel
-        self.new_blob("weight", w_shape)
-        self.bias_term = p.bias_term
-        if self.bias_term:
-            self.new_blob("bias", (self.num_output,))
-        else:
-            self.blob_names = ("weight",)
+        self.new_weight_bias(w_shape, self.num_output)
         self.group_devices: list[torch.device] | None = None
-
-    def filler(self, blob_name):
-        field = "weight_filler" if blob_name == "weight" else "bias_filler"
-        return getattr(self.param, field) if self.param.HasField(field) else None
 
     def _conv(self, x, weight, bias, groups):
         f = (_DECONV if self.transposed else _CONV)[len(self.kernel)]

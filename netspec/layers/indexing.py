@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Layer, canonical_axis, register
+from .base import Layer, WeightBiasLayer, canonical_axis, register
 
 
 def _indices(layer: Layer, values: torch.Tensor, bound: int, what: str) -> torch.Tensor:
@@ -84,12 +84,11 @@ class Filter(Layer):
 
 
 @register("Embed")
-class Embed(Layer):
+class Embed(WeightBiasLayer):
     """A lookup table: each integer id in the bottom (0 <= id < input_dim) becomes weight row id
     (input_dim x num_output) plus the bias; the top has the bottom's shape with num_output appended."""
 
     exact_bottoms = exact_tops = 1
-    blob_names = ("weight", "bias")
 
     def setup(self, bottom_shapes):
         p = self.param
@@ -97,16 +96,8 @@ class Embed(Layer):
             raise self.error("embed_param num_output must be given and positive")
         if p.input_dim <= 0:
             raise self.error("embed_param input_dim must be given and positive")
-        self.input_dim, self.num_output, self.bias_term = p.input_dim, p.num_output, p.bias_term
-        self.new_blob("weight", (self.input_dim, self.num_output))
-        if self.bias_term:
-            self.new_blob("bias", (self.num_output,))
-        else:
-            self.blob_names = ("weight",)
-
-    def filler(self, blob_name):
-        field = "weight_filler" if blob_name == "weight" else "bias_filler"
-        return getattr(self.param, field) if self.param.HasField(field) else None
+        self.input_dim, self.num_output = p.input_dim, p.num_output
+        self.new_weight_bias((self.input_dim, self.num_output), self.num_output)
 
     def infer_top_shapes(self, bottom_shapes):
         return [tuple(bottom_shapes[0]) + (self.num_output,)]

@@ -10,13 +10,12 @@ import math
 
 import torch.nn.functional as F
 
-from .base import Layer, canonical_axis, register
+from .base import WeightBiasLayer, canonical_axis, register
 
 
 @register("InnerProduct")
-class InnerProduct(Layer):
+class InnerProduct(WeightBiasLayer):
     exact_bottoms = exact_tops = 1
-    blob_names = ("weight", "bias")
 
     def setup(self, bottom_shapes):
         p, shape = self.param, bottom_shapes[0]
@@ -24,16 +23,7 @@ class InnerProduct(Layer):
             raise self.error("num_output must be given and positive")
         self.axis = canonical_axis(p.axis, len(shape), self)
         self.k, self.n, self.transpose = math.prod(shape[self.axis :]), p.num_output, p.transpose
-        self.new_blob("weight", (self.k, self.n) if self.transpose else (self.n, self.k))
-        self.bias_term = p.bias_term
-        if self.bias_term:
-            self.new_blob("bias", (self.n,))
-        else:
-            self.blob_names = ("weight",)
-
-    def filler(self, blob_name):
-        field = "weight_filler" if blob_name == "weight" else "bias_filler"
-        return getattr(self.param, field) if self.param.HasField(field) else None
+        self.new_weight_bias((self.k, self.n) if self.transpose else (self.n, self.k), self.n)
 
     def infer_top_shapes(self, bottom_shapes):
         shape = bottom_shapes[0]
