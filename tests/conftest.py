@@ -1,5 +1,6 @@
 """Test-suite hooks: a test marked `cuda` runs only where a CUDA device is present (`pytest -m cuda`
-selects every one of them; without a GPU they are reported as skipped)."""
+selects every one of them; without a GPU they are reported as skipped), and pycaffe's process-wide
+mode restored after every test."""
 import pytest
 import torch
 
@@ -11,3 +12,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _pycaffe_mode_per_test():
+    """pycaffe's process-wide mode (set_random_seed, set_mode_gpu, ...) back as it was after each test:
+    a seed one test sets would otherwise fill every later test's nets alike."""
+    from netspec.pycaffe import net
+
+    saved = dict(net._MODE)
+    yield
+    net._MODE.clear()
+    net._MODE.update(saved)
