@@ -15,6 +15,7 @@ the sum of their gradients.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from itertools import zip_longest
@@ -357,33 +358,21 @@ class Net:
     def _rerun_cut(self, lo: int, hi: int):
         """Layers lo..hi again, each from its own leaves (the graph cut between layers), blobs' versions
         counted: ({step: (bottom leaves, their keys, tops, their keys)}, {blob: first key}, seeds)."""
-        steps = self._net.steps
         value, ver, first, io = {}, {}, {}, {}
-        frozen = _frozen_state([s.layer for s in steps[lo:hi + 1] if s.bottoms])
-        cuda = sorted({s.device.index or 0 for s in steps[lo:hi + 1] if s.device.type == "cuda"})
-        try:
-            with torch.random.fork_rng(devices=cuda), torch.enable_grad():
-                for k in range(lo, hi + 1):
-                    step = steps[k]
-                    if step.is_input or not step.bottoms:      # sources hold data, nothing to redo
-                        continue
-                    seen, rng = self._seen.get(k, (None, None))
-                    for j, b in enumerate(step.bottoms):
-                        if b not in value:
-                            value[b], ver[b] = (seen[j] if seen is not None else self.blobs[b]._data).detach(), 0
-                            first.setdefault(b, (b, 0))
-                    local = {b: self._leaf(value[b], b, True) for b in step.bottoms}
-                    ins, in_keys = [local[b] for b in step.bottoms], [(b, ver[b]) for b in step.bottoms]
-                    if rng is not None:
-                        _set_rng_state(rng, step.device)
-                    self._net.run_steps(local, k, k)
-                    for t in step.tops:
-                        ver[t] = ver.get(t, -1) + 1
-                        value[t] = local[t].detach()
-                        first.setdefault(t, (t, ver[t]))
-                    io[k] = (ins, in_keys, [local[t] for t in step.tops], [(t, ver[t]) for t in step.tops])
-        finally:
-            _restore(frozen)
+        with self._replaying(lo, hi) as replay:
+            for k, step, read in replay:
+                for b in step.bottoms:
+                    if b not in value:
+                        value[b], ver[b] = read(b).detach(), 0
+                        first.setdefault(b, (b, 0))
+                local = {b: self._leaf(value[b], b, True) for b in step.bottoms}
+                ins, in_keys = [local[b] for b in step.bottoms], [(b, ver[b]) for b in step.bottoms]
+                self._net.run_steps(local, k, k)
+                for t in step.tops:
+                    ver[t] = ver.get(t, -1) + 1
+                    value[t] = local[t].detach()
+                    first.setdefault(t, (t, ver[t]))
+                io[k] = (ins, in_keys, [local[t] for t in step.tops], [(t, ver[t]) for t in step.tops])
         seeds = {(b, ver[b]): self.blobs[b]._diff_tensor() for b in _unread(self._net, lo, hi) if b in ver}
         return io, first, seeds
 
@@ -398,31 +387,44 @@ class Net:
     def _rerun(self, lo: int, hi: int) -> tuple[dict, dict]:
         """Layers lo..hi again, from leaf copies of what they read in the last forward (the blobs'
         data for layers that have not run): {blob: first version}, {blob: last version}."""
-        steps = self._net.steps
         current, first = {}, {}
+        with self._replaying(lo, hi) as replay:
+            for k, step, read in replay:
+                for b in step.bottoms:
+                    if b not in current:
+                        current[b] = first[b] = self._leaf(read(b), b, True)
+                self._net.run_steps(current, k, k)
+                for t in step.tops:
+                    if t not in first and current[t].grad_fn is not None:
+                        _keep_grad(current[t], t, self._grads)
+                        first[t] = current[t]
+        return first, current
+
+    @contextlib.contextmanager
+    def _replaying(self, lo: int, hi: int):
+        """The layers lo..hi that compute (not sources) to run again as in the last forward: an iterator
+        of (index, step, read) where read(blob) is what that layer read then (the blob's data for a
+        layer that has not run), each given with the RNG as it stood before that layer ran. Gradients
+        on; the RNG and the running statistics a forward updates (BatchNorm's) restored afterwards."""
+        steps = self._net.steps
         frozen = _frozen_state([s.layer for s in steps[lo:hi + 1] if s.bottoms])
         cuda = sorted({s.device.index or 0 for s in steps[lo:hi + 1] if s.device.type == "cuda"})
         try:
             with torch.random.fork_rng(devices=cuda), torch.enable_grad():
-                for k in range(lo, hi + 1):
-                    step = steps[k]
-                    if step.is_input or not step.bottoms:      # sources hold data, nothing to redo
-                        continue
-                    seen, rng = self._seen.get(k, (None, None))
-                    for j, b in enumerate(step.bottoms):
-                        if b not in current:
-                            t = seen[j] if seen is not None else self.blobs[b]._data
-                            current[b] = first[b] = self._leaf(t, b, True)
-                    if rng is not None:
-                        _set_rng_state(rng, step.device)
-                    self._net.run_steps(current, k, k)
-                    for t in step.tops:
-                        if t not in first and current[t].grad_fn is not None:
-                            _keep_grad(current[t], t, self._grads)
-                            first[t] = current[t]
+                yield self._replayed_steps(lo, hi)
         finally:
             _restore(frozen)
-        return first, current
+
+    def _replayed_steps(self, lo: int, hi: int):
+        for k in range(lo, hi + 1):
+            step = self._net.steps[k]
+            if step.is_input or not step.bottoms:      # sources hold data, nothing to redo
+                continue
+            seen, rng = self._seen.get(k, (None, None))
+            read = dict(zip(step.bottoms, seen)) if seen is not None else {}
+            if rng is not None:
+                _set_rng_state(rng, step.device)
+            yield k, step, lambda b, read=read: read[b] if b in read else self.blobs[b]._data
 
     # ---- whole batches ---------------------------------------------------------------------------
     def forward_all(self, blobs=None, **kwargs):
