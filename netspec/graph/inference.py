@@ -85,14 +85,14 @@ def _chain_at(net, k: int) -> _Chain | None:
         scale, j = steps[j].layer, j + 1
     if conv is not None and j < len(steps) and _in_place(steps[j], blob, "ReLU"):
         relu, j = steps[j].layer, j + 1
-    if bn is None and not (conv is not None and _packable(net, step)):
+    if bn is None and not (conv is not None and _packable(step)):
         return None          # a convolution alone (its in-place ReLU still runs in place, see below)
     chain = _Chain(conv, bn, scale, relu, j - 1)
     chain.sources = [t for l in (conv, bn, scale) if l is not None for t in l.blobs]
     return chain
 
 
-def _packable(net, step) -> bool:
+def _packable(step) -> bool:
     """Whether a plain convolution runs on the CPU, where oneDNN's convolution with weights packed once
     beats torch's per-call F.conv2d (see _Folded)."""
     return step.device.type == "cpu" and _onednn_available()
@@ -195,7 +195,6 @@ class _Folded(nn.Module):
         relu = self.chain.relu
         return y if relu is None else _relu_(y, relu.slope)
 
-
     def _onednn(self, x) -> bool:
         # oneDNN's availability is the graph's, decided when it was made (a per-call query costs
         # more than LeNet's first convolution at batch 1)
@@ -242,9 +241,8 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
             node.name = _node_name(step.tops[0], taken)
             current[step.tops[0]] = node
             fresh.add(step.tops[0])
-            (any_layout.add if chain.conv is not None else any_layout.discard)(step.tops[0])
-            if chain.conv is None and step.bottoms[0] in any_layout:
-                any_layout.add(step.tops[0])
+            laid_out = chain.conv is not None or step.bottoms[0] in any_layout
+            (any_layout.add if laid_out else any_layout.discard)(step.tops[0])
             k = chain.last + 1
             continue
         k += 1

@@ -163,7 +163,7 @@ class Pooling(Layer):
     @staticmethod
     def _fast_layout(x):
         """On the CPU torch pools channels-last tensors several times faster than NCHW ones when no
-        gradient is wanted (inference); the values are the same. With a gradient NCHW is as fast."""
+        gradient is wanted (inference); the values are the same. (MAX with a gradient: _MaxPoolChannelsLast.)"""
         if (x.device.type == "cpu" and x.dim() == 4 and not x.requires_grad and x.is_contiguous()
                 and x.numel() >= 1 << 16):       # below that the two copies cost more than they save
             return x.contiguous(memory_format=torch.channels_last), True
