@@ -310,11 +310,11 @@ class Net:
             if t is not None and t.grad_fn is not None:
                 seeds.append(t)
                 grads.append(d.to(t.device, t.dtype).reshape(t.shape))
-        kept = self._grads
         if seeds:
             torch.autograd.backward(seeds, grads)
         for b in self._written(lo, hi):
-            g = kept.get(b) if b in kept or b not in first or first[b].grad_fn is not None else first[b].grad
+            leaf = first.get(b)      # a leaf collects its .grad; other versions' gradients were kept
+            g = self._grads.get(b, leaf.grad if leaf is not None and leaf.grad_fn is None else None)
             self.blobs[b]._set_diff(g.detach() if g is not None else torch.zeros(self.blobs[b].shape))
         self._grads = {}
 
