@@ -62,8 +62,9 @@ def _in_place(step, blob: str, kind: str) -> bool:
             and not step.transfers)
 
 
-def _chain_at(net, k: int) -> _Chain | None:
-    """The in-place chain starting at step k, if a rewrite covers it."""
+def _chain_at(net, k: int, pack: bool) -> _Chain | None:
+    """The in-place chain starting at step k, if a rewrite covers it (`pack`: lone convolutions too,
+    to run them as packed oneDNN convolutions)."""
     steps, step = net.steps, net.steps[k]
     layer = step.layer
     if len(step.tops) != 1 or step.transfers:
@@ -85,7 +86,7 @@ def _chain_at(net, k: int) -> _Chain | None:
         scale, j = steps[j].layer, j + 1
     if conv is not None and j < len(steps) and _in_place(steps[j], blob, "ReLU"):
         relu, j = steps[j].layer, j + 1
-    if bn is None and not (conv is not None and _packable(step)):
+    if bn is None and not (conv is not None and pack and _packable(step)):
         return None          # a convolution alone (its in-place ReLU still runs in place, see below)
     chain = _Chain(conv, bn, scale, relu, j - 1)
     chain.sources = [t for l in (conv, bn, scale) if l is not None for t in l.blobs]
@@ -115,14 +116,14 @@ class _Folded(nn.Module):
     layout and makes them contiguous for the others; pycaffe's Blob makes a blob contiguous the first
     time its array is handed out."""
 
-    def __init__(self, chain: _Chain):
+    def __init__(self, chain: _Chain, pack: bool = True):
         super().__init__()
         self.chain = chain
         self._key = None
         self._copies: list[torch.Tensor] = []
         self.weight = self.bias = None
         self._packed = None               # oneDNN's reordered weight, made on the first CPU call
-        self._onednn_ok = _onednn_available()
+        self._onednn_ok = pack and _onednn_available()
         conv, relu = chain.conv, chain.relu
         if conv is not None:
             self._geometry = (list(conv.pad), list(conv.stride), list(conv.dilation), conv.group)
@@ -216,9 +217,10 @@ def _node_name(text: str, taken: set[str]) -> str:
     return out
 
 
-def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
+def inference_module(net, outputs: list[str] | None = None, pack: bool = True) -> fx.GraphModule:
     """A GraphModule computing `outputs` (default: every blob's last version) of TEST net `net`
-    from its input blobs, with the rewrites above. Call it under torch.inference_mode()."""
+    from its input blobs, with the rewrites above. Call it under torch.inference_mode().
+    `pack=False`: plain F.conv2d convolutions (for graph/fused.py, whose tracer needs aten's ops)."""
     root = nn.Module()
     root.net = net
     graph = fx.Graph(owning_module=root)
@@ -232,11 +234,11 @@ def inference_module(net, outputs: list[str] | None = None) -> fx.GraphModule:
         if step.is_input:
             k += 1
             continue
-        chain = _chain_at(net, k) if net.phase == pb.TEST else None
+        chain = _chain_at(net, k, pack) if net.phase == pb.TEST else None
         if chain is not None:
             fresh.discard(step.bottoms[0])
             name = f"fold{len(root._modules)}"
-            root.add_module(name, _Folded(chain))
+            root.add_module(name, _Folded(chain, pack))
             node = graph.call_module(name, (current[step.bottoms[0]],))
             node.name = _node_name(step.tops[0], taken)
             current[step.tops[0]] = node

@@ -4,6 +4,8 @@ net next runs, as Caffe's SyncedMemory does. Parameter blobs view the Parameter 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -20,6 +22,7 @@ class Blob:
     (blobs nobody looked at cost no copy)."""
 
     def __init__(self, data: torch.Tensor, diff: torch.Tensor | None = None):
+        self._deferred = None                  # (settle, shape): computed when first read (Net's fused forward)
         self._data, self._diff = data, diff
         self._hdata = self._hdiff = None      # host copies of device tensors (GPU mode), handed out
         self._arrays = [None, None]            # (key, array) for data and diff, reused while valid
@@ -28,11 +31,27 @@ class Blob:
     def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
         return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
 
+    @property
+    def _data(self) -> torch.Tensor:
+        if self._deferred is not None:
+            self._deferred[0]()
+        return self._tensor
+
+    @_data.setter
+    def _data(self, t: torch.Tensor):
+        self._tensor = t
+
+    def _defer(self, settle, shape: tuple):
+        """This blob's value of the last forward is not computed yet: `settle()` binds it (and the
+        other blobs that forward skipped) when anything reads it."""
+        self._deferred = (settle, tuple(shape))
+
     def _bind(self, data: torch.Tensor, alias: bool = False):
         """Hold new data. Once `.data` has been handed out, values of the same shape are copied into
         the blob's tensor so that the array stays valid; otherwise the tensor is taken as it is (no
         copy), and the diff goes if the shape changed (Caffe's Reshape). `alias`: always take the
         tensor itself (DummyData's constant tops, whose writes must reach the layer)."""
+        self._deferred = None
         data = data.detach()
         if not alias and self._arrays[0] is not None and self._same(data, self._data):
             if data.data_ptr() != self._data.data_ptr():
@@ -56,7 +75,7 @@ class Blob:
 
     def _diff_tensor(self) -> torch.Tensor:
         if self._diff is None:
-            self._diff = torch.zeros(self._data.shape, dtype=torch.float32, device=self._data.device)
+            self._diff = torch.zeros(self.shape, dtype=torch.float32, device=self._tensor.device)
         return self._diff
 
     def _array(self, slot: int, t: torch.Tensor) -> np.ndarray:
@@ -109,11 +128,11 @@ class Blob:
 
     @property
     def shape(self) -> tuple:
-        return tuple(self._data.shape)
+        return self._deferred[1] if self._deferred is not None else tuple(self._tensor.shape)
 
     @property
     def count(self) -> int:
-        return int(self._data.numel())
+        return math.prod(self.shape)
 
     @property
     def num(self):
@@ -132,7 +151,7 @@ class Blob:
         return self.shape[3]
 
     def reshape(self, *dims):
-        self._bind(torch.zeros(tuple(int(d) for d in dims), dtype=torch.float32, device=self._data.device))
+        self._bind(torch.zeros(tuple(int(d) for d in dims), dtype=torch.float32, device=self._tensor.device))
 
 
 class _ParamBlob(Blob):

@@ -27,6 +27,7 @@ from .blob import Blob, LayerView, _ParamBlob
 from ..errors import NetspecError
 from ..frontend import load_net
 from ..graph import compile_net
+from ..graph.fused import FusedInference
 from ..graph.inference import inference_module
 from ..proto import pb
 
@@ -105,6 +106,8 @@ class Net:
         self._hooks: dict[str, list] = {"before_forward": [], "after_forward": [], "before_backward": [],
                                         "after_backward": []}
         self._inference = None                # the TEST-phase fast path's graph, made on first use
+        self._fusion = None                   # and its fused alternative (graph/fused.py)
+        self._asked: set[str] = set()         # blobs the running forward() call returns
         self._grads: dict = {}                # blob -> gradient of its first version, kept by _keep_grad
         for step in steps:                    # DummyData's constant tops are the blobs themselves
             kept = getattr(step.layer, "constant_tops", None)
@@ -175,7 +178,11 @@ class Net:
         `blobs`: their data}."""
         if kwargs:
             self._feed(kwargs, self.inputs, "data", "Input blob arguments do not match net inputs")
-        self._forward(self._index(start, 0), self._index(end, len(self.layers) - 1))
+        self._asked = set(blobs or [])
+        try:
+            self._forward(self._index(start, 0), self._index(end, len(self.layers) - 1))
+        finally:
+            self._asked = set()
         names = (self.top_names[end] if end is not None else self.outputs) + list(blobs or [])
         return {b: self.blobs[b].data for b in dict.fromkeys(names)}
 
@@ -223,15 +230,39 @@ class Net:
 
     def _forward_inference(self):
         """A whole TEST forward with nothing to record: one fx graph with the inference rewrites
-        (netspec/graph/inference.py); every blob still gets its own value."""
+        (netspec/graph/inference.py), or a oneDNN-fused one where that measured faster
+        (netspec/graph/fused.py). Every blob still gets its own value: a fused forward computes the
+        outputs, the blobs asked for and those whose arrays are out; any other blob is worked out
+        from this forward's inputs by the per-layer graph when something first reads it."""
         if self._inference is None:
             self._inference = inference_module(self._net)
+            self._fusion = FusedInference(self._net)
+        inputs = [self.blobs[b]._data for b in self.inputs]
+        wanted = [b for b in self.blobs if b not in self.inputs and (
+            b in self._output_names or b in self._asked or self.blobs[b]._arrays[0] is not None)]
         with torch.no_grad():
-            out = self._inference(*[self.blobs[b]._data for b in self.inputs])
+            out, every = self._fusion.run(self._inference, inputs, wanted)
         self._seen.clear()
         for b, t in out.items():
             self.blobs[b]._bind(t)
+        if not every:
+            self._defer_rest(inputs, set(out))
         self._live, self._state, self._first = False, {}, {}
+
+    def _defer_rest(self, inputs: list[torch.Tensor], done: set[str]):
+        inputs = [t.clone() for t in inputs]      # the user may overwrite the input arrays before reading
+        rest = [b for b in self.blobs if b not in done and b not in self.inputs]
+
+        def settle():
+            with torch.no_grad():
+                out = self._inference(*inputs)
+            for b in rest:
+                deferred = self.blobs[b]._deferred
+                if deferred is not None and deferred[0] is settle:      # not bound again since
+                    self.blobs[b]._bind(out[b])
+
+        for b in rest:
+            self.blobs[b]._defer(settle, self._net.blob_shapes[b])
 
     def _forward_step(self, k: int, state: dict, first: dict, record: bool, graph: bool):
         step = self._net.steps[k]
