@@ -201,7 +201,7 @@ def test_many_handed_out_blobs_use_the_per_layer_graph(tmp_path, monkeypatch):
     net = make_net(tmp_path, "1", monkeypatch)
     net.blobs["data"].data[...] = image(1)
     for b in net.blobs:                                     # a tutorial's `for k, v in net.blobs.items(): v.data.shape`
-        net.blobs[b].data.shape
+        _ = net.blobs[b].data.shape
     net.forward()
     net.forward()
     assert not net._fusion.candidates
@@ -214,3 +214,50 @@ def test_macs_of_caffenet():
     per_image = (55**2 * 96 * 363 + 27**2 * 256 * 2400 + 13**2 * 384 * 2304 + 13**2 * 384 * 3456
                  + 13**2 * 256 * 3456 + 4096 * 9216 + 4096**2 + 1000 * 4096)
     assert fused._macs(net.compiled) == 10 * per_image
+
+
+def test_a_reshaped_net_traces_again_and_defers_blobs_of_the_new_shapes(tmp_path, monkeypatch):
+    net = make_net(tmp_path, "1", monkeypatch)
+    fused_forward(net, image(1))
+    net.blobs["data"].reshape(1, 3, 20, 20)
+    net.reshape()
+    x = np.random.default_rng(5).normal(0, 1, (1, 3, 20, 20)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    net.forward()
+    assert len(net._fusion.candidates) == 2
+    assert net.blobs["cat"]._deferred is not None and net.blobs["cat"].shape == (1, 16, 10, 10)
+    ref = make_net(tmp_path, "0", monkeypatch)
+    ref.blobs["data"].reshape(1, 3, 20, 20)
+    ref.reshape()
+    ref.blobs["data"].data[...] = x
+    ref.forward()
+    for b in ("cat", "prob"):
+        close(net.blobs[b].data, ref.blobs[b].data)
+
+
+def test_a_fused_graph_that_fails_hands_over_to_the_per_layer_graph(tmp_path, monkeypatch, caplog):
+    x = image(1)
+    net = make_net(tmp_path, "1", monkeypatch)
+    fused_forward(net, x)
+    cand, = net._fusion.candidates.values()
+
+    def broken(*a):
+        raise RuntimeError("oneDNN Graph: no kernel")
+    cand.module = broken
+    net.forward()
+    assert "fused inference graph failed (oneDNN Graph: no kernel)" in caplog.text
+    assert not net._fusion.enabled and all(net.blobs[b]._deferred is None for b in net.blobs)
+    close(net.blobs["prob"].data, reference(tmp_path, monkeypatch, x)["prob"])
+
+
+def test_a_blob_read_after_the_weights_changed_says_so(tmp_path, monkeypatch, caplog):
+    net = make_net(tmp_path, "1", monkeypatch)
+    fused_forward(net, image(1))
+    net.params["conv1"][0].data[...] *= 2
+    _ = net.blobs["conv1"].data
+    assert "worked out with the weights as changed since that forward" in caplog.text
+    caplog.clear()
+    net.forward()
+    _ = net.blobs["conv2"].data
+    assert "changed since" not in caplog.text

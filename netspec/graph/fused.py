@@ -134,22 +134,36 @@ class FusedInference:
         self.candidates: dict = {}
         self.seen: set = set()
         self.builds = 0
+        self.last: _Candidate | None = None
 
     def run(self, layers, inputs: list[torch.Tensor], wanted: list[str]) -> tuple[dict, bool]:
         """{blob: tensor} and whether every blob is in it. Call under torch.no_grad()."""
         cand = self._candidate(inputs, wanted) if self.enabled and len(wanted) <= MAX_EXTRA + len(
             self.net.output_names) else None
         choice = "layers" if cand is None else cand.choice or min(cand.times, key=lambda k: len(cand.times[k]))
-        fn = layers if choice == "layers" else cand.module
         start = time.perf_counter()
-        out = fn(*inputs)
+        if choice == "layers":
+            out = layers(*inputs)
+        else:
+            try:
+                out = cand.module(*inputs)
+            except RuntimeError as e:      # a oneDNN Graph partition it cannot run: never again here
+                log.warning("net '%s': fused inference graph failed (%s); per-layer graph from now on",
+                            self.net.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                self.enabled, self.candidates, self.last = False, {}, None
+                return layers(*inputs), True
         if cand is not None and cand.choice is None:
             cand.times[choice].append(time.perf_counter() - start)
             if all(len(v) >= TRIALS for v in cand.times.values()):
                 cand.choice = min(cand.times, key=lambda k: statistics.median(cand.times[k]))
                 log.debug("net '%s': %s inference graph chosen (%s)", self.net.name, cand.choice,
                           {k: f"{1000 * statistics.median(v):.1f} ms" for k, v in cand.times.items()})
+        self.last = cand if choice == "fused" else None
         return out, choice == "layers"
+
+    def weights_unchanged(self) -> bool:
+        """Whether the net's weights are still those the last fused forward ran with."""
+        return self.last is None or self.last.weights.current()
 
     def _candidate(self, inputs, wanted) -> _Candidate | None:
         key = (tuple(wanted), tuple((tuple(t.shape), t.dtype, t.device.type, t.is_contiguous()) for t in inputs))

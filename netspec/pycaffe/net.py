@@ -16,6 +16,7 @@ the sum of their gradients.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import OrderedDict
 from itertools import zip_longest
@@ -30,6 +31,8 @@ from ..graph import compile_net
 from ..graph.fused import FusedInference
 from ..graph.inference import inference_module
 from ..proto import pb
+
+log = logging.getLogger("netspec")
 
 _MODE = {"device": torch.device("cpu"), "gpu_id": 0, "seed": None}
 
@@ -108,6 +111,7 @@ class Net:
         self._inference = None                # the TEST-phase fast path's graph, made on first use
         self._fusion = None                   # and its fused alternative (graph/fused.py)
         self._asked: set[str] = set()         # blobs the running forward() call returns
+        self._shape_cache: dict = {}          # input shapes -> every blob's shape
         self._grads: dict = {}                # blob -> gradient of its first version, kept by _keep_grad
         for step in steps:                    # DummyData's constant tops are the blobs themselves
             kept = getattr(step.layer, "constant_tops", None)
@@ -254,6 +258,9 @@ class Net:
         rest = [b for b in self.blobs if b not in done and b not in self.inputs]
 
         def settle():
+            if not self._fusion.weights_unchanged():
+                log.warning("net '%s': blobs of the last forward not yet read are worked out with the weights "
+                            "as changed since that forward (read them before changing weights)", self._net.name)
             with torch.no_grad():
                 out = self._inference(*inputs)
             for b in rest:
@@ -261,8 +268,9 @@ class Net:
                 if deferred is not None and deferred[0] is settle:      # not bound again since
                     self.blobs[b]._bind(out[b])
 
+        shapes = self._shapes(tuple(tuple(t.shape) for t in inputs))
         for b in rest:
-            self.blobs[b]._defer(settle, self._net.blob_shapes[b])
+            self.blobs[b]._defer(settle, shapes[b])
 
     def _forward_step(self, k: int, state: dict, first: dict, record: bool, graph: bool):
         step = self._net.steps[k]
@@ -492,14 +500,22 @@ class Net:
                    for k, v in arrays.items()}, pad
 
     # ---- shapes and parameters -------------------------------------------------------------------
+    def _shapes(self, inputs: tuple) -> dict:
+        """Every blob's shape for these input shapes (the net's own order), as Net::Reshape works them out."""
+        cached = self._shape_cache.get(inputs)
+        if cached is None:
+            shapes = dict(zip(self._net.input_names, inputs))
+            for step in self._net.steps:
+                if step.is_input:
+                    continue
+                tops = step.layer.infer_top_shapes([shapes[b] for b in step.bottoms])
+                shapes.update(zip(step.tops, (tuple(t) for t in tops)))
+            cached = self._shape_cache[inputs] = shapes
+        return cached
+
     def reshape(self):
         """Propagate input blob shapes through the net (Caffe's Net::Reshape)."""
-        shapes = {b: self.blobs[b].shape for b in self._net.input_names}
-        for step in self._net.steps:
-            if step.is_input:
-                continue
-            tops = step.layer.infer_top_shapes([shapes[b] for b in step.bottoms])
-            shapes.update(zip(step.tops, (tuple(t) for t in tops)))
+        shapes = self._shapes(tuple(self.blobs[b].shape for b in self._net.input_names))
         for b, s in shapes.items():
             if self.blobs[b].shape != s:
                 self.blobs[b].reshape(*s)
