@@ -261,3 +261,30 @@ def test_a_blob_read_after_the_weights_changed_says_so(tmp_path, monkeypatch, ca
     net.forward()
     _ = net.blobs["conv2"].data
     assert "changed since" not in caplog.text
+
+
+def test_choosing_the_fused_graph_frees_the_per_layer_graphs_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(fused, "_mode", lambda: "auto")
+    monkeypatch.setattr(fused, "MIN_MACS", 0)
+    x = image(1)
+    want = reference(tmp_path, monkeypatch, x)
+    net = make_net(tmp_path, "auto", monkeypatch)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    net.forward()
+    layers = net._inference
+    real = layers.forward
+
+    def slow(*a):
+        import time
+        time.sleep(0.05)
+        return real(*a)
+    layers.forward = slow
+    for _ in range(2 * fused.TRIALS + 1):
+        net.forward()
+    cand, = net._fusion.candidates.values()
+    assert cand.choice == "fused"
+    folded = [m for m in layers.modules() if isinstance(m, fused._Folded)]
+    assert folded and all(m.weight is None and m._packed is None for m in folded)
+    for b in ("conv1", "conv2", "prob"):                   # worked out again for a deferred blob
+        close(net.blobs[b].data, want[b])

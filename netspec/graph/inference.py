@@ -174,6 +174,11 @@ class _Folded(nn.Module):
                         for t in self.chain.sources]
         self._key = tuple((t._version, t.data_ptr()) for t in self.chain.sources)
 
+    def release(self) -> None:
+        """Drop the folded and packed weights (worked out again on the next call): a graph kept only
+        for the rare call (graph/fused.py) need not hold a second copy of the net's weights."""
+        self._key, self._copies, self.weight, self.bias, self._packed = None, [], None, None, None
+
     def forward(self, x):
         self.refresh()
         conv = self.chain.conv
