@@ -275,7 +275,7 @@ def inference_module(net, outputs: list[str] | None = None, pack: bool = True) -
         moved = {blob: graph.call_method("to", (current[blob], step.device)) for blob, _, _ in step.transfers}
         for b, d in zip(step.bottoms, step.detach):
             args.append(moved.get(b, current[b]))
-        node = _direct(graph, step, args, net.blob_shapes) if not step.transfers else None
+        node = _direct(graph, step, args, net.blob_shapes, pack) if not step.transfers else None
         if node is None:
             node = graph.call_module(f"net.{step.attr}", tuple(args))
         node.name = _node_name(step.layer.name, taken)
@@ -315,8 +315,9 @@ def _pooling_is_native(layer) -> bool:
                for k, s, p in zip(layer.kernel, layer.stride, layer.pad))
 
 
-def _pool(x, kind: str, kernel, stride, pad, ceil: bool):
-    xl, moved = _fast_layout(x)
+def _pool(x, kind: str, kernel, stride, pad, ceil: bool, relayout: bool = True):
+    # (relayout=False for oneDNN Graph's trace, which pools NCHW itself: two copies a pooling otherwise)
+    xl, moved = _fast_layout(x) if relayout else (x, False)
     if kind == "max":
         y = F.max_pool2d(xl, kernel, stride, pad, ceil_mode=ceil)
     else:
@@ -324,7 +325,7 @@ def _pool(x, kind: str, kernel, stride, pad, ceil: bool):
     return y.contiguous() if moved else y
 
 
-def _direct(graph, step, args, shapes) -> fx.Node | None:
+def _direct(graph, step, args, shapes, pack: bool = True) -> fx.Node | None:
     """The layer's torch call written into the graph, its blobs read as attributes (always the live
     weights), for the layers a small net is made of: plain 2-D Convolution, InnerProduct, single-top MAX/AVE
     Pooling, Softmax. At batch 1 a module call per layer costs about as much as LeNet's arithmetic."""
@@ -343,7 +344,7 @@ def _direct(graph, step, args, shapes) -> fx.Node | None:
     if layer.type == "Pooling" and layer.num_tops == 1 and not layer.global_pooling \
             and layer.method in (pb.PoolingParameter.MAX, pb.PoolingParameter.AVE) and _pooling_is_native(layer):
         kind = "max" if layer.method == pb.PoolingParameter.MAX else "ave"
-        return graph.call_function(_pool, (args[0], kind, layer.kernel, layer.stride, layer.pad, layer.ceil))
+        return graph.call_function(_pool, (args[0], kind, layer.kernel, layer.stride, layer.pad, layer.ceil, pack))
     if layer.type == "Softmax":
         return graph.call_function(_softmax, (args[0], layer.axis))
     return None
