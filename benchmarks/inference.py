@@ -7,7 +7,7 @@ Each net gets seeded weights once (netspec's fillers, seed 1), written as a .caf
 file exported by netspec; every runtime then loads those same files in a process of its own and is
 timed as its users call it — netspec as pycaffe (`net.blobs['data'].data[...] = x; net.forward()`),
 OpenCV as `net.setInput(x); net.forward()`, onnxruntime as `session.run` — the median of `--repeats`
-forwards after five warm-ups (netspec times its per-layer and fused graphs on its second to fifth
+forwards after eight warm-ups (netspec times its per-layer and fused graphs on its second to eighth
 forwards, netspec/graph/fused.py), with the same number of threads for all; `--rounds` processes per
 runtime, taken in turn, and the median of their medians reported (a VM's slow minutes fall on all).
 
@@ -43,7 +43,7 @@ def _inputs(batch: int, shape):
 def _time(fn, repeats: int) -> dict:
     """Wall seconds and this process's CPU seconds per call (CPU time is the steadier figure on a
     machine other work is using; with one thread on an idle machine the two agree)."""
-    for _ in range(5):
+    for _ in range(8):
         fn()
     wall, cpu = [], []
     for _ in range(repeats):

@@ -20,7 +20,6 @@ import ctypes
 import logging
 import math
 import os
-import statistics
 import time
 import warnings
 
@@ -37,7 +36,8 @@ TRACEABLE = {"Input", "Convolution", "InnerProduct", "Pooling", "LRN", "ReLU", "
 MIN_MACS = 100e6       # below this a trace costs more than fusion can save (LeNet: 2.3M, CaffeNet: 724M)
 MAX_EXTRA = 8          # blobs beyond the net's outputs a fused graph hands out
 MAX_BUILDS = 4         # traces per net (a user reading another blob each forward would retrace each time)
-TRIALS = 2             # timed forwards of each graph before choosing
+TRIALS = 3             # timed forwards of each graph before choosing (the fastest of each compared:
+                       # other work on the machine only ever adds time)
 
 
 def _mode() -> str:
@@ -166,10 +166,10 @@ class FusedInference:
         if cand is not None and cand.choice is None:
             cand.times[choice].append(time.perf_counter() - start)
             if all(len(v) >= TRIALS for v in cand.times.values()):
-                cand.choice = min(cand.times, key=lambda k: statistics.median(cand.times[k]))
+                cand.choice = min(cand.times, key=lambda k: min(cand.times[k]))
                 self._release(cand, layers)
                 log.debug("net '%s': %s inference graph chosen (%s)", self.net.name, cand.choice,
-                          {k: f"{1000 * statistics.median(v):.1f} ms" for k, v in cand.times.items()})
+                          {k: f"{1000 * min(v):.1f} ms" for k, v in cand.times.items()})
         self.last = cand if choice == "fused" else None
         return out, choice == "layers"
 
