@@ -8,8 +8,9 @@ inside the convolution, buffers reused): ResNet-50 at batch 1 on this project's 
 fused graph computes only the blobs asked for; pycaffe's Net computes the others from the per-layer
 graph when one is read (netspec/pycaffe/net.py).
 
-Whether it pays depends on the net, the batch and the machine (GoogLeNet at batch 10 ran 1.2x slower
-fused), so `FusedInference` times the two graphs on the net's own forwards, in turn, and keeps the
+Whether it pays depends on the net, the batch and the machine (CaffeNet at batch 1 runs as fast
+per-layer; GoogLeNet at batch 10 ran 1.2x slower fused until pooling was left to oneDNN Graph), so
+`FusedInference` times the two graphs on the net's own forwards, in turn, and keeps the
 faster. The fused graph is a TorchScript trace with the weights frozen in: it is made again when a
 weight changes, for each set of outputs and input shapes, at most MAX_BUILDS times a net.
 NETSPEC_FUSED=0 never fuses, =1 always does (where the net allows it; for tests).
@@ -33,7 +34,7 @@ log = logging.getLogger("netspec")
 # Layers whose forward is torch calls only (no host values, no randomness at TEST), so a trace records it.
 TRACEABLE = {"Input", "Convolution", "InnerProduct", "Pooling", "LRN", "ReLU", "Sigmoid", "TanH", "Softmax",
              "Concat", "Eltwise", "Dropout", "Split", "BatchNorm", "Scale", "Flatten"}
-MIN_MACS = 100e6       # below this a trace costs more than fusion can save (LeNet: 2.3M, CaffeNet: 724M)
+MIN_MACS = 100e6       # below this a trace costs more than fusion can save (LeNet: 2.3M, CaffeNet: 1.1G an image)
 MAX_EXTRA = 8          # blobs beyond the net's outputs a fused graph hands out
 MAX_BUILDS = 4         # traces per net (a user reading another blob each forward would retrace each time)
 TRIALS = 3             # timed forwards of each graph before choosing (the fastest of each compared:
