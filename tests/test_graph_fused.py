@@ -183,8 +183,8 @@ def test_the_faster_graph_is_kept(tmp_path, monkeypatch):
 
 
 def test_nets_it_cannot_trace_or_that_are_too_small_are_never_fused(tmp_path, monkeypatch):
-    power = NET.replace('type: "Dropout"', 'type: "Power"').replace('name: "drop"', 'name: "pow"')
-    net = make_net(tmp_path, "1", monkeypatch, power)
+    argmax = NET + 'layer { name: "am" type: "ArgMax" bottom: "prob" top: "am" }\n'   # not in TRACEABLE
+    net = make_net(tmp_path, "1", monkeypatch, argmax)
     assert not fused.fusable(net.compiled)
     small = make_net(tmp_path, "auto", monkeypatch)
     assert fused._macs(small.compiled) < fused.MIN_MACS and not fused.fusable(small.compiled)
@@ -291,3 +291,50 @@ def test_choosing_the_fused_graph_frees_the_per_layer_graphs_weights(tmp_path, m
     assert folded and all(m.weight is None and m._packed is None for m in folded)
     for b in ("conv1", "conv2", "prob"):                   # worked out again for a deferred blob
         close(net.blobs[b].data, want[b])
+
+
+HEAD = """name: "one_more_layer"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+"""
+TAIL = """layer { name: "conv2" type: "Convolution" bottom: "{top}" top: "out" convolution_param { num_output: 4 kernel_size: 3 } }
+"""
+MIDDLE = {
+    "Power": 'layer { name: "m" type: "Power" bottom: "conv1" top: "m" power_param { power: 2 scale: 0.5 shift: 1 } }',
+    "AbsVal": 'layer { name: "m" type: "AbsVal" bottom: "conv1" top: "m" }',
+    "ELU": 'layer { name: "m" type: "ELU" bottom: "conv1" top: "m" elu_param { alpha: 0.5 } }',
+    "PReLU": 'layer { name: "m" type: "PReLU" bottom: "conv1" top: "m" }',
+    "BNLL": 'layer { name: "m" type: "BNLL" bottom: "conv1" top: "m" }',
+    "Exp": 'layer { name: "m" type: "Exp" bottom: "conv1" top: "m" exp_param { base: 2 scale: 0.1 } }',
+    "Log": 'layer { name: "m" type: "Log" bottom: "conv1" top: "m" log_param { scale: 0.01 shift: 100 } }',
+    "Bias": 'layer { name: "m" type: "Bias" bottom: "conv1" top: "m" }',
+    "Deconvolution": 'layer { name: "m" type: "Deconvolution" bottom: "conv1" top: "m" '
+                     'convolution_param { num_output: 6 kernel_size: 4 stride: 2 pad: 1 } }',
+    "Crop": 'layer { name: "up" type: "Deconvolution" bottom: "conv1" top: "up" '
+            'convolution_param { num_output: 6 kernel_size: 4 stride: 2 } }\n'
+            'layer { name: "m" type: "Crop" bottom: "up" bottom: "data" top: "m" crop_param { axis: 2 offset: 3 } }',
+    "Reshape": 'layer { name: "m" type: "Reshape" bottom: "conv1" top: "m" '
+               'reshape_param { shape { dim: 0 dim: 16 dim: 6 dim: -1 } } }',
+    "Slice": 'layer { name: "m" type: "Slice" bottom: "conv1" top: "m" top: "rest" slice_param { slice_point: 3 } }\n'
+             'layer { name: "conv3" type: "Convolution" bottom: "rest" top: "out3" convolution_param { num_output: 2 kernel_size: 1 } }',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MIDDLE))
+def test_more_layer_types_fuse_with_the_per_layer_graphs_values(tmp_path, monkeypatch, kind):
+    text = HEAD + MIDDLE[kind] + "\n" + TAIL.replace("{top}", "m")
+    x = image(4)[:, :, :12, :12].copy()
+    ref = make_net(tmp_path, "0", monkeypatch, text)
+    ref.blobs["data"].data[...] = x
+    ref.forward()
+    net = make_net(tmp_path, "1", monkeypatch, text)
+    assert fused.fusable(net.compiled)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    net.forward()
+    cand, = net._fusion.candidates.values()
+    assert cand.choice == "fused" and net.blobs["m"]._deferred is not None
+    for b in net.blobs:
+        want = ref.blobs[b].data
+        assert np.isfinite(want).all()
+        close(net.blobs[b].data, want)

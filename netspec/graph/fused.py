@@ -32,8 +32,9 @@ from .inference import _Folded, inference_module
 log = logging.getLogger("netspec")
 
 # Layers whose forward is torch calls only (no host values, no randomness at TEST), so a trace records it.
-TRACEABLE = {"Input", "Convolution", "InnerProduct", "Pooling", "LRN", "ReLU", "Sigmoid", "TanH", "Softmax",
-             "Concat", "Eltwise", "Dropout", "Split", "BatchNorm", "Scale", "Flatten"}
+TRACEABLE = {"Input", "Convolution", "Deconvolution", "InnerProduct", "Pooling", "LRN", "ReLU", "PReLU", "ELU",
+             "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Softmax", "Concat", "Eltwise", "Dropout",
+             "Split", "Slice", "Crop", "Reshape", "Flatten", "BatchNorm", "Scale", "Bias"}
 MIN_MACS = 100e6       # below this a trace costs more than fusion can save (LeNet: 2.3M, CaffeNet: 1.1G an image)
 MAX_EXTRA = 8          # blobs beyond the net's outputs a fused graph hands out
 MAX_BUILDS = 4         # traces per net (a user reading another blob each forward would retrace each time)
