@@ -27,7 +27,7 @@ import warnings
 import torch
 
 from ..proto import pb
-from .inference import _Folded, inference_module
+from .inference import BlobsSeen, _Folded, inference_module
 
 log = logging.getLogger("netspec")
 
@@ -71,29 +71,6 @@ def fusable(net) -> bool:
     return _mode() == "1" or _macs(net) >= MIN_MACS
 
 
-class _Weights:
-    """The net's blobs as a fused graph froze them: torch's version counters and storage, and copies
-    of the blobs pycaffe handed to numpy (whose writes bump no counter)."""
-
-    def __init__(self, net):
-        self.tensors = list(net.parameters())
-        self.key = self._key()
-        self.copies = {id(t): t.detach().clone() for t in self.tensors if getattr(t, "_netspec_exposed", False)}
-
-    def _key(self):
-        return tuple((t._version, t.data_ptr()) for t in self.tensors)
-
-    def current(self) -> bool:
-        if self._key() != self.key:
-            return False
-        for t in self.tensors:
-            if getattr(t, "_netspec_exposed", False):
-                copy = self.copies.get(id(t))
-                if copy is None or not torch.equal(t, copy):
-                    return False
-        return True
-
-
 def trace_fused(net, outputs: list[str], inputs: list[torch.Tensor]):
     """The inference graph for `outputs`, traced at these inputs' shapes, weights frozen, and run
     twice with oneDNN Graph fusion on (TorchScript's profiling executor fuses on its second call and
@@ -131,7 +108,7 @@ def _trim_heap() -> None:
 
 class _Candidate:
     def __init__(self, net, outputs, inputs, choice: str | None):
-        self.weights = _Weights(net)
+        self.weights = BlobsSeen(net.parameters())     # the weights frozen into the trace
         self.module = trace_fused(net, outputs, inputs)
         self.times = {"fused": [], "layers": []}
         self.choice = "fused" if _mode() == "1" else choice

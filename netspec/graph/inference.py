@@ -41,6 +41,29 @@ _ANY_LAYOUT = {"ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "ELU", "Exp", "Log",
                "Concat", "LRN", "Pooling", "Softmax", "InnerProduct", "Dropout"}
 
 
+class BlobsSeen:
+    """What a cache was worked out from: each blob's torch version counter and storage, and copies of
+    the blobs pycaffe handed to numpy (whose writes bump no counter). `current()`: still the same."""
+
+    def __init__(self, tensors):
+        self.tensors = list(tensors)
+        self.key = self._key()
+        self.copies = [t.detach().clone() if _exposed(t) else None for t in self.tensors]
+
+    def _key(self) -> tuple:
+        return tuple((t._version, t.data_ptr()) for t in self.tensors)
+
+    def current(self) -> bool:
+        if self._key() != self.key:
+            return False
+        # a blob exposed since has no copy yet
+        return all(c is not None and torch.equal(t, c) for t, c in zip(self.tensors, self.copies) if _exposed(t))
+
+
+def _exposed(t: torch.Tensor) -> bool:
+    return getattr(t, "_netspec_exposed", False)
+
+
 @dataclass
 class _Chain:
     """Steps [first, last] writing one blob, run as one folded convolution or affine."""
@@ -119,8 +142,7 @@ class _Folded(nn.Module):
     def __init__(self, chain: _Chain, pack: bool = True):
         super().__init__()
         self.chain = chain
-        self._key = None
-        self._copies: list[torch.Tensor] = []
+        self._seen: BlobsSeen | None = None      # the blobs the cached weights were worked out from
         self.weight = self.bias = None
         self._packed = None               # oneDNN's reordered weight, made on the first CPU call
         self._onednn_ok = pack and _onednn_available()
@@ -145,16 +167,8 @@ class _Folded(nn.Module):
                 c = c + sc.bias.double()
         return a, c
 
-    def _current(self) -> bool:
-        key = tuple((t._version, t.data_ptr()) for t in self.chain.sources)
-        if key != self._key:
-            return False
-        exposed = [(t, c) for t, c in zip(self.chain.sources, self._copies) if getattr(t, "_netspec_exposed", False)]
-        # a blob exposed since the last fold has no copy yet (its entry is the blob itself)
-        return all(c is not t and torch.equal(t, c) for t, c in exposed)
-
     def refresh(self) -> None:
-        if self._current():
+        if self._seen is not None and self._seen.current():
             return
         with torch.no_grad():
             conv = self.chain.conv
@@ -170,14 +184,12 @@ class _Folded(nn.Module):
                 else:
                     self.weight, self.bias = a.float(), c.float()
             self._packed = None
-        self._copies = [t.detach().clone() if getattr(t, "_netspec_exposed", False) else t
-                        for t in self.chain.sources]
-        self._key = tuple((t._version, t.data_ptr()) for t in self.chain.sources)
+        self._seen = BlobsSeen(self.chain.sources)
 
     def release(self) -> None:
         """Drop the folded and packed weights (worked out again on the next call): a graph kept only
         for the rare call (graph/fused.py) need not hold a second copy of the net's weights."""
-        self._key, self._copies, self.weight, self.bias, self._packed = None, [], None, None, None
+        self._seen, self.weight, self.bias, self._packed = None, None, None, None
 
     def forward(self, x):
         self.refresh()
