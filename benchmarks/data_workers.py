@@ -1,7 +1,9 @@
 """Data-layer throughput per worker: images/s of the TRAIN reader with AlexNet's augmentation
 (crop 227, mirror, mean subtraction) from a raw and a JPEG-encoded 256x256 LMDB, with 1..N threads
 and 1..N worker processes (NETSPEC_DATA_PROCESSES), making float32 batches or uint8 crops
-(NETSPEC_DATA_UINT8=1: the host only crops and mirrors; the float arithmetic is the GPU's, not timed).
+(NETSPEC_DATA_UINT8=1: the host only crops and mirrors; the float arithmetic is the GPU's, not timed),
+or, for JPEG records, the host's half of NETSPEC_DATA_DECODE=device (mode `device`: records parsed,
+headers read, crops drawn; decoding and cropping are the GPU's, not timed; threads only).
 
     .venv/bin/python benchmarks/data_workers.py [--records 512] [--batch 64] [--batches 16] [--max-workers 2]
                                                [--modes float,uint8]
@@ -46,10 +48,11 @@ def write_db(path: Path, records: int, encoded: bool) -> Path:
     return path
 
 
-def rate(db: Path, batch: int, batches: int, threads: int, processes: int, uint8: bool = False) -> float:
+def rate(db: Path, batch: int, batches: int, threads: int, processes: int, mode: str = "float") -> float:
     tp = pb.TransformationParameter(crop_size=227, mirror=True, mean_value=[104, 117, 123])
     reader = BatchReader(db, batch, DataTransformer(tp, pb.TRAIN), phase=pb.TRAIN, prefetch=4,
-                         workers=threads, processes=processes, uint8=uint8)
+                         workers=threads, processes=processes, uint8=mode == "uint8",
+                         decode_on_device=mode == "device")
     try:
         reader.next()                        # warm-up: processes started, first buffers made
         t0 = time.perf_counter()
@@ -66,7 +69,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batches", type=int, default=16)
     ap.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--modes", default="float,uint8", help="batches made: float32 and/or uint8 crops")
+    ap.add_argument("--modes", default="float,uint8,device",
+                    help="batches made: float32, uint8 crops, JPEG left to the device's decoder")
     args = ap.parse_args()
     modes = args.modes.split(",")
     counts = list(range(1, args.max_workers + 1))
@@ -75,12 +79,13 @@ def main() -> None:
         for encoded in (False, True):
             db = write_db(Path(tmp) / ("jpeg" if encoded else "raw"), args.records, encoded)
             for kind in ("threads", "processes"):
-                for mode in modes:     # interleaved per worker count, so load changes hit both alike
+                these = [m for m in modes if m != "device" or (encoded and kind == "threads")]
+                for mode in these:     # interleaved per worker count, so load changes hit all alike
                     rows.append(["JPEG q90" if encoded else "raw", kind, mode, []])
                 for n in counts:
-                    for row in rows[-len(modes):]:
+                    for row in rows[-len(these):]:
                         row[3].append(rate(db, args.batch, args.batches, n if kind == "threads" else 1,
-                                           n if kind == "processes" else 0, row[2] == "uint8"))
+                                           n if kind == "processes" else 0, row[2]))
     print(f"- Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when measured")
     print(f"- Command: `.venv/bin/python benchmarks/data_workers.py --records {args.records} --batch "
           f"{args.batch} --batches {args.batches} --max-workers {args.max_workers} --modes {args.modes}`\n")

@@ -14,6 +14,9 @@ Steps (each a row or a few; a step that fails is a FAIL row and the others still
   data-fed       the Solver fed by the Data layer from a raw 256x256 LMDB (crop 227, mirror, mean) against
                  the same Solver on a synthetic batch: ratio >= 0.9 (busy % = synthetic / data-fed time);
                  two rows: uint8 crops normalised on the GPU (NETSPEC_DATA_UINT8=1) and float batches (=0)
+  JPEG-fed       the same from a JPEG (quality 90) LMDB: decoded on the host by worker processes (OpenCV,
+                 Caffe's pixels) and on the GPU (NETSPEC_DATA_DECODE=device: nvJPEG through torchvision),
+                 against synthetic input; and how far nvJPEG's pixels are from OpenCV's (INFO)
   host syncs     synchronising calls in the iterations between two displays (CUDA's sync debug mode; on
                  the CPU, host reads of tensors): 0 per iteration
   one-rank NCCL  `torchrun --nproc_per_node 1 -m netspec train` against a plain `netspec train` run (-gpu 0;
@@ -234,6 +237,73 @@ def data_fed(cfg: Config) -> list[Row]:
     return rows
 
 
+def write_jpeg_lmdb(path: Path, records: int) -> Path:
+    """256x256 photo-like JPEGs (smooth, so they compress as photographs do: about 20 KB at q90)."""
+    import cv2
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (256, 256))
+    w = dbmod.Writer(path)
+    for i in range(records):
+        img = np.clip(np.roll(base, i, axis=1) + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+        d = pb.Datum(channels=3, height=256, width=256, label=i % 1000, encoded=True,
+                     data=cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+        w.put(dbmod.caffe_key(i, f"{i}.JPEG"), d.SerializeToString())
+    w.close()
+    return path
+
+
+def nvjpeg_pixels(source: Path, device: torch.device) -> Row:
+    """How far the device decoder's pixels are from OpenCV's (Caffe's), over the first 64 records."""
+    import cv2
+
+    from netspec.data.datum import parse
+    from netspec.data.device_decode import decode_jpegs
+    datums = [parse(v, k) for k, v in list(dbmod.iter_records(source))[:64]]
+    got = decode_jpegs([torch.frombuffer(bytearray(d.data), dtype=torch.uint8) for d in datums], 3, device)
+    diffs = [np.abs(g.cpu().numpy()[::-1].transpose(1, 2, 0).astype(int)
+                    - cv2.imdecode(np.frombuffer(d.data, np.uint8), cv2.IMREAD_COLOR).astype(int))
+             for g, d in zip(got, datums)]
+    worst, mean = max(int(d.max()) for d in diffs), float(np.mean([d.mean() for d in diffs]))
+    equal = float(np.mean([(d == 0).mean() for d in diffs]))
+    return Row(f"{device.type} decoder's pixels vs OpenCV's", f"largest difference {worst} levels, mean {mean:.3f}, "
+               f"{equal * 100:.1f}% equal", "INFO (exact: NETSPEC_DATA_DECODE=host)", "INFO")
+
+
+def jpeg_fed(cfg: Config) -> list[Row]:
+    from netspec.data.device_decode import check_decoder
+    from netspec.errors import NetspecError
+    records = 16 if cfg.dry else max(4 * cfg.batch, 1024)
+    source = write_jpeg_lmdb(cfg.workdir / "acceptance_jpeg_lmdb", records)
+    try:
+        check_decoder()
+        modes = {"host": "decoded on the host by OpenCV", "device": f"decoded on the {cfg.device.type.upper()}"}
+    except NetspecError as e:
+        modes = {"host": "decoded on the host by OpenCV"}
+        missing = Row("JPEG-fed (decoded on the device)", str(e)[:120], "torchvision imports", "INFO")
+    if cfg.device.type == "cuda":
+        os.environ.setdefault("NETSPEC_DATA_PROCESSES", str(max(1, (os.cpu_count() or 2) - 2)))
+    data, label = synthetic_batch(cfg.batch, cfg.device)
+    synthetic = netspec_solver("alexnet", "fp32", cfg, data, label)
+    fns, fed = {"synthetic": lambda: synthetic.step(cfg.iters)}, {}
+    for mode in modes:          # the Data layer reads NETSPEC_DATA_DECODE when its reader starts
+        with env_var("NETSPEC_DATA_DECODE", mode):
+            fed[mode] = Solver(data_fed_param(source, cfg.batch), None, device=cfg.device)
+            fed[mode].step(cfg.iters)
+        fns[mode] = lambda s=fed[mode]: s.step(cfg.iters)
+    fns["synthetic"]()
+    t = interleaved(fns, cfg.rounds, cfg.device)
+    rows = []
+    for mode, what in modes.items():
+        fed[mode].net.close()
+        ratio = median(t["synthetic"]) / median(t[mode])
+        rows.append(Row(f"JPEG-fed ({what}) vs synthetic AlexNet b{cfg.batch}",
+                        f"{ratio:.3f}× (busy {min(ratio, 1.0) * 100:.0f}%), "
+                        f"{rate_text(cfg.batch * cfg.iters / median(t[mode]))} img/s",
+                        "as fast as possible", "INFO"))
+    rows.append(nvjpeg_pixels(source, cfg.device) if "device" in modes else missing)
+    return rows
+
+
 @contextlib.contextmanager
 def env_var(name: str, value: str):
     """`name` set to `value` inside the block, as it was after."""
@@ -376,7 +446,8 @@ def inference(cfg: Config) -> list[Row]:
 
 
 STEPS = {"cuda tests": cuda_tests, "train step": train_steps, "two columns": two_columns,
-         "netspec time": netspec_time, "data-fed": data_fed, "host syncs": host_syncs,
+         "netspec time": netspec_time, "data-fed": data_fed, "JPEG-fed": jpeg_fed,
+         "host syncs": host_syncs,
          "one-rank NCCL": one_rank_nccl, "inference": inference}
 
 

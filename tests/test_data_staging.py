@@ -3,6 +3,7 @@ the compute stream waits on its event, a failure reading a batch is raised when 
 for, and the Data layer's saved position does not count the batch copied ahead. The logic is
 checked on the CPU with stand-ins for CUDA's streams and events; the real copies under `cuda`."""
 import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,8 @@ def test_the_next_copy_is_queued_when_a_batch_is_handed_out(fake_cuda):
     assert got.name == "b0" and stager.ahead == 1
     assert fake_cuda == [("copy", "b0", True), ("record", "event0"), ("wait", "event0"),
                          ("record_stream", "b0"), ("copy", "b1", True), ("record", "event1")]
-    assert [host[0].name for _, host in stager.in_flight] == ["b0", "b1"]   # kept until copied
+    # host batches are kept until copied: b0 among those in flight, b1 with its staged copy
+    assert [host[0].name for _, host in stager.in_flight] == ["b0"] and stager.staged[2][0].name == "b1"
 
 
 def test_a_failed_batch_is_raised_when_it_is_asked_for(fake_cuda):
@@ -71,6 +73,36 @@ def test_a_failed_batch_is_raised_when_it_is_asked_for(fake_cuda):
     assert stager.next()[0].name == "b0"          # the failure of batch 1 is not raised here
     with pytest.raises(RuntimeError, match="record 7 is damaged"):
         stager.next()
+
+
+
+class _Encoded:
+    """A batch that is decoded on the device (device_decode.EncodedBatch): `to_device` does it."""
+
+    def __init__(self, log, name, fails=False):
+        self.log, self.name, self.fails = log, name, fails
+
+    def to_device(self, device):
+        self.log.append(("decode", self.name, str(device), threading.current_thread().name))
+        if self.fails:
+            raise RuntimeError(f"{self.name} cannot be decoded")
+        return (_Fake(self.log, self.name + " decoded"),)
+
+
+def test_a_batch_decoded_on_the_device_is_decoded_on_the_side_stream_in_a_thread(fake_cuda, monkeypatch):
+    streams = []
+    monkeypatch.setattr(staging.torch.cuda, "stream", lambda s: streams.append(s) or contextlib.nullcontext())
+    batches = iter([_Encoded(fake_cuda, "b0"), _Encoded(fake_cuda, "b1", fails=True)])
+    stager = staging.Stager(lambda: next(batches), "cuda:0")
+    (got,) = stager.next()
+    assert got.name == "b0 decoded"
+    assert fake_cuda[:3] == [("decode", "b0", "cuda:0", "netspec-decode_0"), ("record", "event0"),
+                             ("wait", "event0")]
+    stager.staged.exception()        # b1's decoding, running beside the step, has ended
+    assert streams == ["side", "side"] and fake_cuda[-1] == ("decode", "b1", "cuda:0", "netspec-decode_0")
+    with pytest.raises(RuntimeError, match="b1 cannot be decoded"):    # raised at its own turn
+        stager.next()
+    stager.close()
 
 
 def _layer(device):

@@ -29,6 +29,7 @@ from ..proto import pb
 from ..threads import data_workers
 from . import db as dbmod
 from .datum import parse
+from .device_decode import encoded_batch
 from .transform import DataTransformer
 from .workers import ProcessAssembler, requested_processes
 
@@ -81,16 +82,21 @@ class BatchReader:
 
     With `uint8` (records of uint8 pixels) the host only crops and mirrors: it yields (data uint8
     NxCxHxW, label, params int32 Nx3 of (h_off, w_off, mirror), colour shift float32 Nx3), which
-    transform.Normaliser turns into the float batch on the device."""
+    transform.Normaliser turns into the float batch on the device.
+
+    With `decode_on_device` (JPEG records, NETSPEC_DATA_DECODE=device) it yields
+    device_decode.EncodedBatch: the records' bytes and the same draws, decoded and cropped by the
+    Data layer on its device; the host's work per record is then small enough for threads."""
 
     def __init__(self, source, batch_size: int, transformer: DataTransformer, *, phase=pb.TRAIN, rand_skip=0,
                  prefetch=4, workers=None, rank=0, world_size=1, seed=0, pin_memory=False, start=0,
-                 processes=None, uint8=False):
+                 processes=None, uint8=False, decode_on_device=False):
         self.source, self.batch_size, self.transformer = str(source), int(batch_size), transformer
         self.cursor = dbmod.Cursor(source)
         self.shard = world_size > 1 and phase == pb.TRAIN
         self.rank, self.world_size, self.seed, self.pin_memory = rank, world_size, seed, pin_memory
-        self.uint8 = bool(uint8)
+        self.uint8 = bool(uint8) or bool(decode_on_device)
+        self.decode_on_device = bool(decode_on_device)
         self.prefetch = max(1, int(prefetch))
         self.offset = 0
         self._to_skip = int(np.random.default_rng([seed, 1 << 20]).integers(rand_skip)) if rand_skip else 0
@@ -100,7 +106,7 @@ class BatchReader:
         self._rand_skip = self._to_skip
         if start:
             self._resume_at(int(start))
-        processes = requested_processes(processes)
+        processes = 0 if decode_on_device else requested_processes(processes)
         self._buffers = _BufferPool(self.prefetch + 4, pin_memory, shared=processes > 0)
         self._assembler = ProcessAssembler(self.source, transformer, self.batch_size, seed, rank, processes,
                                            self._buffers, self._first_shape, self.uint8) \
@@ -170,6 +176,8 @@ class BatchReader:
             return self._assembler(index, records)
         t = self.transformer
         rng = np.random.default_rng([self.seed, self.rank, index])
+        if self.decode_on_device:
+            return encoded_batch(records, t, rng, self.batch_size, self.pin_memory, parse, self.source)
         batch = data_np = None
         for i, (key, value) in enumerate(records):
             datum = parse(value, key, self.source)

@@ -108,13 +108,17 @@ class DataTransformer:
             shift = (self.eig[0] @ rng.normal(0.0, self.eig[1], 3)).astype(np.float32)
         return do_mirror, h_off, w_off, shift
 
+    def same_size(self, first, shape, key) -> None:
+        """Refuse a record whose output shape is not the batch's first record's."""
+        if tuple(first) != tuple(shape):
+            raise self._error(f"record '{key}' gives {_dims(shape)}, the batch's first record "
+                              f"{_dims(first)}; records of one batch must have one size")
+
     def _out(self, out, shape, dtype, key):
         """`out` (checked against the record's output shape), or a fresh array."""
         if out is None:
             return np.empty(shape, dtype)
-        if out.shape != shape:
-            raise self._error(f"record '{key}' gives {_dims(shape)}, the batch's first record "
-                              f"{_dims(out.shape)}; records of one batch must have one size")
+        self.same_size(out.shape, shape, key)
         return out
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None,

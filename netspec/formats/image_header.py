@@ -29,7 +29,10 @@ def max_pixels() -> int:
         raise NetspecError(f"NETSPEC_MAX_IMAGE_PIXELS must be an integer, found '{value}'") from None
 
 
-def _jpeg(data: bytes) -> tuple[int, int] | None:
+def jpeg_frame(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(width, height, components, precision, SOF marker) of a JPEG's frame header, or None."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -42,10 +45,10 @@ def _jpeg(data: bytes) -> tuple[int, int] | None:
             i += 2
             continue
         if marker in _SOF:
-            if i + 9 > len(data):
+            if i + 10 > len(data):
                 return None
-            h, w = struct.unpack_from(">HH", data, i + 5)
-            return w, h
+            precision, h, w, components = struct.unpack_from(">BHHB", data, i + 4)
+            return w, h, components, precision, marker
         if marker == 0xDA:  # start of scan before any frame header: not a size we can read
             return None
         i += 2 + struct.unpack_from(">H", data, i + 2)[0]
@@ -73,7 +76,8 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
         return struct.unpack_from(">II", data, 16)
     if data.startswith(b"\xff\xd8"):
-        return _jpeg(data)
+        frame = jpeg_frame(data)
+        return frame[:2] if frame else None
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         return struct.unpack_from("<HH", data, 6)
     if data.startswith(b"BM") and len(data) >= 26:

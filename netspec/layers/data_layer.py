@@ -10,6 +10,8 @@ Records of uint8 pixels can travel as uint8 crops (1 byte per pixel) with each i
 mirror flag and colour shift, and be normalised on the layer's device (transform.Normaliser, the
 host's float32 arithmetic bit for bit): the default on CUDA, NETSPEC_DATA_UINT8 overrides
 (data/workers.py). The mode is decided once, from the first record, as the top shapes are.
+JPEG records can also be decoded on the layer's device (NETSPEC_DATA_DECODE=device,
+data/device_decode.py): off by default, since nvJPEG's pixels are not libjpeg's.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ import numpy as np
 import torch
 
 from ..data import db as dbmod
+from ..data import device_decode
 from ..data.reader import BatchReader, peek
-from ..data.staging import Stager
+from ..data.staging import Stager, to_device
 from ..data.transform import DataTransformer, Normaliser
 from ..data.workers import requested_uint8
 from ..errors import NetspecError
@@ -105,6 +108,8 @@ class DataLayer(Layer):
             raise e if e.layer else self.error(str(e)) from None
         self.batch_size = int(dp.batch_size)
         self.uint8_records = image.dtype == np.uint8    # raw bytes or decoded images, not float_data
+        self.jpeg_records = bool(datum.encoded) and \
+            device_decode.device_shape(datum.data, False, False, key) is not None
 
     def infer_top_shapes(self, bottom_shapes):
         shapes = [(self.batch_size,) + tuple(self.record_shape), (self.batch_size,)]
@@ -118,13 +123,30 @@ class DataLayer(Layer):
                 rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
             dp = self.lp.data_param
             on_cuda = self._anchor.device.type == "cuda"
-            uint8 = self.uint8_records and requested_uint8(default=on_cuda)
+            decode = self._decode_on_device()
+            uint8 = decode or (self.uint8_records and requested_uint8(default=on_cuda))
             self._normaliser = Normaliser(self.transformer) if uint8 else None
             self._reader = BatchReader(self.source, self.batch_size, self.transformer, phase=self.phase,
                                        rand_skip=dp.rand_skip, prefetch=dp.prefetch, rank=rank,
                                        world_size=world, seed=self.seed,
-                                       pin_memory=on_cuda, start=self._start, uint8=uint8)
+                                       pin_memory=on_cuda, start=self._start, uint8=uint8,
+                                       decode_on_device=decode)
         return self._reader
+
+    def _decode_on_device(self) -> bool:
+        """NETSPEC_DATA_DECODE=device, for a source of JPEG records (its first record is one)."""
+        try:
+            if device_decode.requested_decode() != "device":
+                return False
+            if not self.jpeg_records:
+                log.info("layer '%s': NETSPEC_DATA_DECODE=device, but the records are not JPEG files the "
+                         "device decodes; decoding on the host", self.name)
+                return False
+            device_decode.check_decoder()
+        except NetspecError as e:
+            raise self.error(str(e)) from None
+        log.info("layer '%s': JPEG records decoded on %s", self.name, self._anchor.device)
+        return True
 
     def forward(self):
         device = self._anchor.device
@@ -137,8 +159,11 @@ class DataLayer(Layer):
                 batch = self.reader().next()
         except NetspecError as e:
             raise e if e.layer else self.error(str(e)) from None
-        if device.type not in ("cpu", "cuda"):
-            batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        if device.type != "cuda" and (device.type != "cpu" or hasattr(batch, "to_device")):
+            try:
+                batch = to_device(batch, device)
+            except NetspecError as e:
+                raise e if e.layer else self.error(str(e)) from None
         data, label = batch[:2]
         if len(batch) == 4:          # uint8 crops: normalised here, on the layer's device
             data = self._normaliser(data, batch[2], batch[3])
@@ -180,6 +205,8 @@ class DataLayer(Layer):
         self._start = 0
 
     def close(self) -> None:
+        if self._stager is not None:
+            self._stager.close()
         self._stager = self._normaliser = None
         if self._reader is not None:
             self._reader.close()
