@@ -26,6 +26,7 @@ import torch
 
 from ..errors import NetspecError
 from ..formats.image_header import check_size, jpeg_frame
+from .datum import parse
 
 DECODE_ENV = "NETSPEC_DATA_DECODE"
 # Frame types nvJPEG and libjpeg-turbo both decode: baseline, extended Huffman, progressive.
@@ -164,7 +165,7 @@ def _decoded_crops(batch: EncodedBatch, images: list[torch.Tensor], offsets: tor
 
 
 def encoded_batch(records, transformer, rng: np.random.Generator, batch_size: int, pin: bool,
-                  parse, source: str) -> EncodedBatch:
+                  source: str) -> EncodedBatch:
     """The host's half for one batch: records parsed, JPEG headers read, crops drawn in record order
     (the draws of the host path); records the device cannot decode are decoded and cropped here."""
     t, p = transformer, transformer.param
@@ -182,10 +183,8 @@ def encoded_batch(records, transformer, rng: np.random.Generator, batch_size: in
             if datum.encoded else None
         image = t.array(datum, key) if shape is None else None
         record_shape = t.output_shape(shape or image.shape, key)
-        if out_shape is None:
-            out_shape = record_shape
-        elif record_shape != out_shape:
-            t.same_size(out_shape, record_shape, key)
+        out_shape = out_shape or record_shape
+        t.same_size(out_shape, record_shape, key)
         if shape is None:
             if image.dtype != np.uint8:
                 raise NetspecError(f"record '{key}' holds {image.dtype} pixels; {DECODE_ENV}=device "

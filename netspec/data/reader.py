@@ -177,7 +177,7 @@ class BatchReader:
         t = self.transformer
         rng = np.random.default_rng([self.seed, self.rank, index])
         if self.decode_on_device:
-            return encoded_batch(records, t, rng, self.batch_size, self.pin_memory, parse, self.source)
+            return encoded_batch(records, t, rng, self.batch_size, self.pin_memory, self.source)
         batch = data_np = None
         for i, (key, value) in enumerate(records):
             datum = parse(value, key, self.source)
