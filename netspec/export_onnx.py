@@ -23,7 +23,7 @@ from torch import nn
 from .errors import NetspecError
 from .formats.atomic import atomic_write
 from .layers import layer_class
-from .layers.norm import onnx_translations
+from .layers.norm import lrn_as_one_operator, onnx_translations
 from .proto import pb
 
 log = logging.getLogger("netspec.onnx")
@@ -67,8 +67,9 @@ def _attempts(inputs: list[str], outputs: list[str]):
 
 def _export_bytes(module, example, names, outputs, how: dict) -> bytes:
     if how["dynamo"]:
-        program = torch.onnx.export(module, example, input_names=names, output_names=outputs, verbose=False,
-                                    custom_translation_table=onnx_translations(), **how)
+        with lrn_as_one_operator():
+            program = torch.onnx.export(module, example, input_names=names, output_names=outputs, verbose=False,
+                                        custom_translation_table=onnx_translations(), **how)
         return program.model_proto.SerializeToString()
     buf = io.BytesIO()
     torch.onnx.export(module, example, buf, input_names=names, output_names=outputs, verbose=False, **how)

@@ -85,3 +85,17 @@ def test_within_channel_keeps_the_layers_arithmetic(tmp_path):
     path = tmp_path / "within.onnx"
     export_onnx(net, str(path), outputs=["p"])
     assert "LRN" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_a_compiled_training_step_keeps_lrns_own_arithmetic(tmp_path, monkeypatch):
+    """torch 2.11's dynamo answers torch.compiler.is_exporting() with True inside torch.compile; the
+    layer must not take that for an export: the exporters' operator has no backward."""
+    net = compiled(tmp_path)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    x = (torch.randn(2, 7, 5, 5) * 40).requires_grad_()
+    net.layers["n"](x).square().sum().backward()
+    want = x.grad.clone()
+    x.grad = None
+    step = torch.compile(lambda t: net.layers["n"](t).square().sum(), backend="eager")
+    step(x).backward()
+    assert torch.allclose(x.grad, want, rtol=1e-5, atol=0)

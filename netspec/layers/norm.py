@@ -13,6 +13,8 @@ part: Caffe pairs it with a Scale layer.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -20,8 +22,25 @@ from ..proto import pb
 from .base import Layer, canonical_axis, register
 
 
+_ONE_OPERATOR = False     # set by lrn_as_one_operator()
+
+
+@contextlib.contextmanager
+def lrn_as_one_operator():
+    """Inside: LRN across channels is the one operator netspec::lrn_across, for netspec's ONNX export
+    through torch.export (onnx_translations() maps it to ONNX's LRN). netspec says so itself rather
+    than asking torch.compiler.is_exporting(): torch 2.11's dynamo answers True inside torch.compile
+    too, which put the operator (no autograd formula) into compiled training steps."""
+    global _ONE_OPERATOR
+    before, _ONE_OPERATOR = _ONE_OPERATOR, True
+    try:
+        yield
+    finally:
+        _ONE_OPERATOR = before
+
+
 def _exporting() -> bool:
-    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+    return _ONE_OPERATOR or torch.onnx.is_in_onnx_export()
 
 
 @torch.library.custom_op("netspec::lrn_across", mutates_args=())
