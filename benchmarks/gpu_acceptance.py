@@ -4,6 +4,17 @@ benchmarks/RESULTS.md with the machine, the date and the load.
     .venv/bin/python benchmarks/gpu_acceptance.py            # on an H100/H200-class GPU, < 8 minutes
     .venv/bin/python benchmarks/gpu_acceptance.py --dry-run  # the same steps, tiny, on the CPU
 
+On a lent GPU machine (torch, torchvision, OpenCV, protobuf there; not lmdb, nor this project installed:
+it runs from the checkout), with lmdb's cp312 wheel in .whl/ (git-ignored; see the device tool's notes):
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export
+    PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 timeout 470 python3 benchmarks/gpu_acceptance.py
+    --results $OUT/RESULTS.md            # carry [".whl"], timeout_s 480; rows also print as they come
+
+Checked before its first GPU run with the device's torch (2.11) and torchvision (0.26) on the CPU:
+the suite and this dry run pass there (torch 2.11's dynamo answered torch.compiler.is_exporting()
+with True inside torch.compile, which the LRN layer took for an ONNX export until it stopped asking).
+
 Steps (each a row or a few; a step that fails is a FAIL row and the others still run):
   cuda tests     `pytest -m cuda`: every CUDA test carries the marker (>= 20 selected, none failing)
   train step     netspec's Solver against the same net written by hand with torch.optim.SGD (no loss
@@ -51,6 +62,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+# Runs from a plain checkout too (a lent GPU machine has torch but not this project installed): the
+# checkout first on the path, for this process and for the ones it starts.
+sys.path.insert(1, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
+    os.pathsep) if p])
+CHILD_TIMEOUT = 240      # seconds a started process (pytest, netspec time, torchrun) may take
 from common import (compile_train_net, interleaved, loss_fn, machine, median,  # noqa: E402
                     synthetic_batch)
 from train_throughput import hand_step, solver_param  # noqa: E402
@@ -100,7 +117,7 @@ def cuda_tests(cfg: Config) -> list[Row]:
     files = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").glob("test_*.py"))
              if "mark.cuda" in p.read_text(encoding="utf-8")]
     out = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", *files],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr.strip()[-200:]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|skipped|failed|error|deselected)", tail)}
     selected = counts.get("passed", 0) + counts.get("skipped", 0) + counts.get("failed", 0)
@@ -174,7 +191,7 @@ def netspec_time(cfg: Config) -> list[Row]:
            "--iterations", "1" if cfg.dry else "20", "--input-shape", f"data={cfg.batch},3,227,227",
            "--input-shape", f"label={cfg.batch}"] + (["--gpu", str(cfg.device.index or 0)]
                                                        if cfg.device.type == "cuda" else [])
-    out = subprocess.run(cmd, cwd=cfg.workdir, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=cfg.workdir, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     text = out.stdout + out.stderr
     found = re.search(r"Average Forward-Backward:\s*([\d.e+-]+) ms", text)
     if out.returncode or not found:
@@ -399,7 +416,7 @@ def one_rank_nccl(cfg: Config) -> list[Row]:
             f'net: "net.prototxt" base_lr: 0.1 momentum: 0.9 lr_policy: "fixed" max_iter: {iters} '
             f'random_seed: 7 snapshot_prefix: "{name}/tiny"')
         out = subprocess.run(launcher + ["train", "--solver", f"{name}.prototxt", "-q", "--no-progress"] + gpu,
-                             cwd=folder, capture_output=True, text=True)
+                             cwd=folder, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
         model = folder / name / f"tiny_iter_{iters}.caffemodel"
         if out.returncode or not model.exists():
             last = (out.stdout + out.stderr).strip().splitlines() or ["no output"]
@@ -463,6 +480,8 @@ def run_steps(cfg: Config, only=None) -> list[Row]:
             traceback.print_exc(file=sys.stderr)
             got = [Row(name, f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}", "runs", "FAIL")]
         print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+        for r in got:            # as it comes: a run stopped at its time limit still shows these
+            print(f"  | {r.step} | {r.measured} | {r.goal} | {r.result} |", file=sys.stderr, flush=True)
         rows.extend(got)
     return rows
 
