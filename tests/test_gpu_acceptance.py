@@ -36,3 +36,16 @@ def test_dry_run_figures_on_a_cpu_are_info_but_checks_are_strict(tmp_path):
 def test_the_real_run_without_a_gpu_is_refused(capsys):
     assert ga.main([]) == 2
     assert "no CUDA device here; use --dry-run" in capsys.readouterr().err
+
+
+def test_no_step_begins_after_the_time_limit_and_the_table_is_still_written(monkeypatch, tmp_path):
+    clock = iter([0.0, 1.0, 5.0, 500.0, 501.0])
+
+    def slow(cfg):
+        return [ga.Row("slow", "done", "runs", "PASS")]
+
+    monkeypatch.setattr(ga.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(ga, "STEPS", {"first": slow, "late": slow})
+    rows = ga.run_steps(ga.Config(False, torch.device("cpu"), 1, 1, 1, tmp_path), time_limit=420)
+    assert [(r.step, r.result) for r in rows] == [("slow", "PASS"), ("late", "FAIL")]
+    assert rows[1].measured == "not run: 500 s had passed (--time-limit 420)"
