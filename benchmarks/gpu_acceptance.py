@@ -228,32 +228,40 @@ def data_fed_param(source: Path, batch: int) -> pb.SolverParameter:
     return sp
 
 
-def data_fed(cfg: Config) -> list[Row]:
-    records = 16 if cfg.dry else max(4 * cfg.batch, 1024)
-    source = write_lmdb(cfg.workdir / "acceptance_lmdb", records)
+def fed_against_synthetic(cfg: Config, source: Path, variable: str, modes) -> dict:
+    """{mode: (speed as a fraction of the synthetic-input Solver's, images/s)} of the Solver fed by
+    the Data layer from `source` with `variable` set to each mode, interleaved with synthetic input.
+    The Data layer reads the variable when its reader starts, in the first step."""
     if cfg.device.type == "cuda":
         os.environ.setdefault("NETSPEC_DATA_PROCESSES", str(max(1, (os.cpu_count() or 2) - 2)))
     data, label = synthetic_batch(cfg.batch, cfg.device)
     synthetic = netspec_solver("alexnet", "fp32", cfg, data, label)
     fns, fed = {"synthetic": lambda: synthetic.step(cfg.iters)}, {}
-    # uint8 crops normalised on the device (the CUDA default) against float batches made on the host;
-    # the Data layer reads NETSPEC_DATA_UINT8 when its reader starts, in the first step
-    for mode in ("1", "0"):
-        with env_var("NETSPEC_DATA_UINT8", mode):
+    for mode in modes:
+        with env_var(variable, mode):
             fed[mode] = Solver(data_fed_param(source, cfg.batch), None, device=cfg.device)
             fed[mode].step(cfg.iters)
         fns[mode] = lambda s=fed[mode]: s.step(cfg.iters)
     fns["synthetic"]()
     t = interleaved(fns, cfg.rounds, cfg.device)
-    rows = []
-    for mode, what in (("1", "uint8 crops"), ("0", "float batches, NETSPEC_DATA_UINT8=0")):
-        fed[mode].net.close()
-        ratio = median(t["synthetic"]) / median(t[mode])
-        rows.append(Row(f"Data-layer-fed ({what}) vs synthetic AlexNet b{cfg.batch}",
-                        f"{ratio:.3f}× (busy {min(ratio, 1.0) * 100:.0f}%), "
-                        f"{rate_text(cfg.batch * cfg.iters / median(t[mode]))} img/s",
-                        ">= 0.9×", verdict(ratio >= 0.9, cfg, strict=False)))
-    return rows
+    for solver in fed.values():
+        solver.net.close()
+    return {mode: (median(t["synthetic"]) / median(t[mode]), cfg.batch * cfg.iters / median(t[mode]))
+            for mode in modes}
+
+
+def fed_text(ratio: float, rate: float) -> str:
+    return f"{ratio:.3f}× (busy {min(ratio, 1.0) * 100:.0f}%), {rate_text(rate)} img/s"
+
+
+def data_fed(cfg: Config) -> list[Row]:
+    records = 16 if cfg.dry else max(4 * cfg.batch, 1024)
+    source = write_lmdb(cfg.workdir / "acceptance_lmdb", records)
+    # uint8 crops normalised on the device (the CUDA default) against float batches made on the host
+    modes = {"1": "uint8 crops", "0": "float batches, NETSPEC_DATA_UINT8=0"}
+    got = fed_against_synthetic(cfg, source, "NETSPEC_DATA_UINT8", modes)
+    return [Row(f"Data-layer-fed ({what}) vs synthetic AlexNet b{cfg.batch}", fed_text(*got[mode]), ">= 0.9×",
+                verdict(got[mode][0] >= 0.9, cfg, strict=False)) for mode, what in modes.items()]
 
 
 def write_jpeg_lmdb(path: Path, records: int) -> Path:
@@ -284,8 +292,9 @@ def nvjpeg_pixels(source: Path, device: torch.device) -> Row:
              for g, d in zip(got, datums)]
     worst, mean = max(int(d.max()) for d in diffs), float(np.mean([d.mean() for d in diffs]))
     equal = float(np.mean([(d == 0).mean() for d in diffs]))
-    return Row(f"{device.type} decoder's pixels vs OpenCV's", f"largest difference {worst} levels, mean {mean:.3f}, "
-               f"{equal * 100:.1f}% equal", "INFO (exact: NETSPEC_DATA_DECODE=host)", "INFO")
+    return Row(f"{device.type} decoder's pixels vs OpenCV's",
+               f"largest difference {worst} levels, mean {mean:.3f}, {equal * 100:.1f}% equal",
+               "INFO (exact: NETSPEC_DATA_DECODE=host)", "INFO")
 
 
 def jpeg_fed(cfg: Config) -> list[Row]:
@@ -295,30 +304,14 @@ def jpeg_fed(cfg: Config) -> list[Row]:
     source = write_jpeg_lmdb(cfg.workdir / "acceptance_jpeg_lmdb", records)
     try:
         check_decoder()
-        modes = {"host": "decoded on the host by OpenCV", "device": f"decoded on the {cfg.device.type.upper()}"}
+        modes = {"host": "decoded on the host by OpenCV",
+                 "device": f"decoded on the {cfg.device.type.upper()}"}
     except NetspecError as e:
         modes = {"host": "decoded on the host by OpenCV"}
         missing = Row("JPEG-fed (decoded on the device)", str(e)[:120], "torchvision imports", "INFO")
-    if cfg.device.type == "cuda":
-        os.environ.setdefault("NETSPEC_DATA_PROCESSES", str(max(1, (os.cpu_count() or 2) - 2)))
-    data, label = synthetic_batch(cfg.batch, cfg.device)
-    synthetic = netspec_solver("alexnet", "fp32", cfg, data, label)
-    fns, fed = {"synthetic": lambda: synthetic.step(cfg.iters)}, {}
-    for mode in modes:          # the Data layer reads NETSPEC_DATA_DECODE when its reader starts
-        with env_var("NETSPEC_DATA_DECODE", mode):
-            fed[mode] = Solver(data_fed_param(source, cfg.batch), None, device=cfg.device)
-            fed[mode].step(cfg.iters)
-        fns[mode] = lambda s=fed[mode]: s.step(cfg.iters)
-    fns["synthetic"]()
-    t = interleaved(fns, cfg.rounds, cfg.device)
-    rows = []
-    for mode, what in modes.items():
-        fed[mode].net.close()
-        ratio = median(t["synthetic"]) / median(t[mode])
-        rows.append(Row(f"JPEG-fed ({what}) vs synthetic AlexNet b{cfg.batch}",
-                        f"{ratio:.3f}× (busy {min(ratio, 1.0) * 100:.0f}%), "
-                        f"{rate_text(cfg.batch * cfg.iters / median(t[mode]))} img/s",
-                        "as fast as possible", "INFO"))
+    got = fed_against_synthetic(cfg, source, "NETSPEC_DATA_DECODE", modes)
+    rows = [Row(f"JPEG-fed ({what}) vs synthetic AlexNet b{cfg.batch}", fed_text(*got[mode]),
+                "as fast as possible", "INFO") for mode, what in modes.items()]
     rows.append(nvjpeg_pixels(source, cfg.device) if "device" in modes else missing)
     return rows
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from test_data_layer import data_net_layer, layer_for
+from test_data_uint8 import resumed_batches
 
 from netspec.data import db as dbmod
 from netspec.data import device_decode
@@ -145,18 +146,9 @@ def test_the_batch_keeps_each_image_on_its_own_path(monkeypatch, tmp_path):
 
 def test_exact_resume_when_decoding_on_the_device(decoder, monkeypatch):
     monkeypatch.setenv(device_decode.DECODE_ENV, "device")
-    lp = data_net_layer(pb.TRAIN)
-    first = DataLayer(lp, [], pb.TRAIN, source_dir=FIX)
-    first.reseed(3)
-    resumed = DataLayer(lp, [], pb.TRAIN, source_dir=FIX)
-    try:
-        first(), first()
-        resumed.restore_data_state(first.data_state("train"))
-        _same([first() for _ in range(3)], [resumed() for _ in range(3)])
-        assert resumed.reader().decode_on_device
-    finally:
-        first.close()
-        resumed.close()
+    want, got, reader = resumed_batches()
+    _same(want, got)
+    assert reader.decode_on_device
 
 
 def test_jpeg_frame_header():
@@ -182,18 +174,22 @@ def _one_record(path: Path, data: bytes) -> Path:
     return path
 
 
+def _first_batch_refused(source: Path, message: str) -> None:
+    layer = DataLayer(layer_for(source, crop_size=32), [], pb.TEST)
+    try:
+        with pytest.raises(NetspecError, match=message):
+            layer()
+    finally:
+        layer.close()
+
+
 def test_a_record_the_device_cannot_decode_is_named(decoder, monkeypatch, tmp_path):
     good = cv2.imencode(".jpg", _smooth(40, 40, 1))[1].tobytes()
     broken = good[:200] + bytes(200)       # the header survives, the scan is zeros
     monkeypatch.setenv(device_decode.DECODE_ENV, "device")
     assert cv2.imdecode(np.frombuffer(broken, np.uint8), cv2.IMREAD_COLOR) is None, "not damaged enough"
-    layer = DataLayer(layer_for(_one_record(tmp_path / "bad", broken), crop_size=32), [], pb.TEST)
-    try:
-        with pytest.raises(NetspecError, match=r"^layer 'data': record '00000001_bad': the device cannot "
-                                               r"decode the JPEG \(.*\); NETSPEC_DATA_DECODE=host decodes"):
-            layer()
-    finally:
-        layer.close()
+    _first_batch_refused(_one_record(tmp_path / "bad", broken), r"^layer 'data': record '00000001_bad': the "
+                         r"device cannot decode the JPEG \(.*\); NETSPEC_DATA_DECODE=host decodes")
 
 
 def test_a_header_that_lies_about_the_size_is_named(monkeypatch, tmp_path):
@@ -203,13 +199,8 @@ def test_a_header_that_lies_about_the_size_is_named(monkeypatch, tmp_path):
                         lambda data, c, device: [torch.zeros((c, 40, 40 + i), dtype=torch.uint8)
                                                  for i in range(len(data))])
     good = cv2.imencode(".jpg", _smooth(40, 40, 1))[1].tobytes()
-    layer = DataLayer(layer_for(_one_record(tmp_path / "lie", good), crop_size=32), [], pb.TEST)
-    try:
-        with pytest.raises(NetspecError, match=r"^layer 'data': record '00000001_bad': its JPEG header "
-                                               r"declares 3x40x40 but it decodes to 3x40x41$"):
-            layer()
-    finally:
-        layer.close()
+    _first_batch_refused(_one_record(tmp_path / "lie", good), r"^layer 'data': record '00000001_bad': its "
+                         r"JPEG header declares 3x40x40 but it decodes to 3x40x41$")
 
 
 def test_the_switch_and_a_missing_torchvision(monkeypatch, tmp_path):

@@ -138,8 +138,9 @@ def test_a_cpu_data_layer_forced_into_uint8_mode_gives_the_same_tops(monkeypatch
         assert torch.equal(a, b) and torch.equal(la, lb), f"batch {i}"
 
 
-def test_exact_resume_in_uint8_mode_continues_with_the_same_crops(monkeypatch):
-    monkeypatch.setenv("NETSPEC_DATA_UINT8", "1")
+def resumed_batches(n=3):
+    """`n` batches of a TRAIN Data layer after its first two, and of another layer resumed from its
+    saved state: (first's, resumed's, the resumed layer's reader)."""
     lp = data_net_layer(pb.TRAIN)
     first = DataLayer(lp, [], pb.TRAIN, source_dir=FIX)
     first.reseed(3)
@@ -147,13 +148,18 @@ def test_exact_resume_in_uint8_mode_continues_with_the_same_crops(monkeypatch):
     try:
         first(), first()
         resumed.restore_data_state(first.data_state("train"))
-        for i in range(3):      # 12 records, batch 4: the third batch after the resume wraps
-            (a, la), (b, lb) = first(), resumed()
-            assert torch.equal(a, b) and torch.equal(la, lb), f"batch {i} after the resume"
-        assert resumed.reader().uint8
+        return [first() for _ in range(n)], [resumed() for _ in range(n)], resumed.reader()
     finally:
         first.close()
         resumed.close()
+
+
+def test_exact_resume_in_uint8_mode_continues_with_the_same_crops(monkeypatch):
+    monkeypatch.setenv("NETSPEC_DATA_UINT8", "1")
+    want, got, reader = resumed_batches()      # 12 records, batch 4: the third batch after the resume wraps
+    for i, ((a, la), (b, lb)) in enumerate(zip(want, got)):
+        assert torch.equal(a, b) and torch.equal(la, lb), f"batch {i} after the resume"
+    assert reader.uint8
 
 
 def _float_db(path: Path, first_float: bool) -> Path:
