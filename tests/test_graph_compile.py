@@ -133,11 +133,25 @@ def test_logical_devices_insert_transfers_and_change_nothing_on_one_device():
     mapped = compile_net(load_net(text, pb.TEST), seed=5, device_map="gpu0=cpu,gpu1=cpu")
     transfers = [n.meta["netspec_transfer"] + (n.meta["netspec_consumer"],)
                  for n in mapped.graph_module().graph.nodes if "netspec_transfer" in n.meta]
-    assert transfers == [("conv", "gpu1", "", "ipa"), ("conv", "gpu1", "", "ipb"),
-                         ("ipa", "", "gpu0", "sum"), ("ipb", "", "gpu0", "sum"), ("sum", "gpu0", "", "loss")]
+    assert transfers == [("data", "", "gpu1", "conv"), ("conv", "gpu1", "", "ipa"),
+                         ("conv", "gpu1", "", "ipb"), ("ipa", "", "gpu0", "sum"), ("ipb", "", "gpu0", "sum"),
+                         ("sum", "gpu0", "", "loss")]
     x, y = torch.randn(4, 3, 6, 6), torch.tensor([0.0, 1, 2, 1])
     a, b = ref(data=x, label=y), mapped(data=x, label=y)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_input_blob_is_delivered_to_the_device_of_the_layer_reading_it():
+    """An Input's blob arrives on the net's default device; a layer placed elsewhere (the second
+    column of AlexNet on a second GPU) gets its copy. `meta` stands in for another device here."""
+    text = ('layer { name: "in" type: "Input" top: "data"\n'
+            '  input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" device: "gpu1"\n'
+            '  convolution_param { num_output: 4 kernel_size: 3 } }\n'
+            'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" device: "gpu1" }\n')
+    net = compile_net(load_net(text, pb.TEST), device_map="gpu1=meta").place()
+    out = net(data=torch.randn(2, 3, 6, 6))["conv"]
+    assert out.device.type == "meta" and out.shape == (2, 4, 4, 4)
 
 
 def test_unknown_device_name_is_an_error():

@@ -168,6 +168,13 @@ def test_alexnet_copies_only_into_conv3_and_the_fully_connected_layers(alexnet_t
             readers.setdefault(b, set()).add(lp.name)
     feeds = {lp.name: set().union(*(readers.get(t, set()) for t in lp.top))
              for lp in alexnet_test.layer_params}
+    # the input blobs are delivered to the devices that read them: the image to both first layers
+    delivered = sorted((m["netspec_transfer"], m["netspec_consumer"]) for m in transfers
+                       if m["netspec_transfer"][0] in alexnet_test.input_names)
+    assert delivered == [(("data", "", "gpu0"), "conv1_0"), (("data", "", "gpu1"), "conv1_1"),
+                         (("label", "", "gpu0"), "accuracy"), (("label", "", "gpu0"), "accuracy_top5"),
+                         (("label", "", "gpu0"), "loss")]
+    transfers = [m for m in transfers if m["netspec_transfer"][0] not in alexnet_test.input_names]
     assert len(transfers) == 7, [m["netspec_transfer"] for m in transfers]
     for meta in transfers:
         blob, src, dst = meta["netspec_transfer"]

@@ -148,7 +148,7 @@ class CompiledNet(nn.Module):
                     detach=[not p for p in lp.propagate_down] if lp.propagate_down else [False] * len(lp.bottom),
                     is_input=lp.type == "Input")
         for b in lp.bottom:
-            if blob_device.get(b, "") != logical and b not in self.input_names:
+            if blob_device.get(b, "") != logical:     # an input blob too: it arrives on its Input's device
                 step.transfers.append((b, blob_device.get(b, ""), logical))
         for t in lp.top:
             blob_device[t] = logical
