@@ -11,6 +11,7 @@ from google.protobuf import text_format
 
 from netspec.errors import NetspecError
 from netspec.frontend import load_solver
+from netspec.net_spec import _is_repeated
 from netspec.formats.caffemodel import read_weights, write_caffemodel
 from netspec.proto import pb
 from netspec.solver.solver import NonFiniteLoss, Solver, fit_device_map, iteration_seed
@@ -43,7 +44,7 @@ def solver_text(extra: str = "") -> str:
     text_format.Merge(SOLVER, sp)
     text_format.Merge(extra, override)
     for desc, _ in override.ListFields():
-        if desc.is_repeated:
+        if _is_repeated(desc):
             sp.ClearField(desc.name)
     sp.MergeFrom(override)
     return text_format.MessageToString(sp)
@@ -59,7 +60,7 @@ def make_solver(folder: Path, extra: str = "", net: str = NET, **kw) -> Solver:
 
 
 def weights(solver) -> dict:
-    return {f"{n}/{i}": t.detach().clone().numpy() for n, ts in solver.net.params().items()
+    return {f"{n}/{i}": t.detach().cpu().clone().numpy() for n, ts in solver.net.params().items()
             for i, t in enumerate(ts)}
 
 

@@ -89,9 +89,18 @@ class DummyData(_Source):
 
     def forward(self):
         device = self._device_probe.device
-        tops = tuple(getattr(self, f"_top{i}") if _is_constant(f) else make(s, f).to(device)
+        tops = tuple(getattr(self, f"_top{i}") if _is_constant(f) else _to(make(s, f), device)
                      for i, (s, f) in enumerate(zip(self.top_shapes, self.top_fillers)))
         return tops[0] if len(tops) == 1 else tops
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A filled top on the layer's device. Fillers draw on the host (the CPU's generator, so a run
+    fills alike on any device); to a GPU through pinned memory, so that the copy does not make the
+    host wait for the GPU every iteration (torch's pinned allocator keeps the buffer until copied)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _is_constant(filler) -> bool:
