@@ -1,6 +1,6 @@
 """Test-suite hooks: a test marked `cuda` runs only where a CUDA device is present (`pytest -m cuda`
 selects every one of them; without a GPU they are reported as skipped), and pycaffe's process-wide
-mode restored after every test."""
+mode restored after every test; CUDA tests compute float32 without TF32."""
 import pytest
 import torch
 
@@ -24,3 +24,16 @@ def _pycaffe_mode_per_test():
     yield
     net._MODE.clear()
     net._MODE.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _float32_on_the_gpu(request):
+    """A CUDA test compares with the CPU's float32: TF32 off, as netspec sets it when it places a net
+    on a GPU (graph/devices.py), also for the tests that call a layer directly."""
+    if request.node.get_closest_marker("cuda") is None:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

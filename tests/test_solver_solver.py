@@ -265,7 +265,7 @@ def test_bf16_autocast_trains(inside):
 
 
 def test_unknown_precision_is_one_line_error(inside):
-    with pytest.raises(NetspecError, match="precision: expected one of fp32, bf16, fp16, found 'fp8'"):
+    with pytest.raises(NetspecError, match="precision: expected one of fp32, tf32, bf16, fp16, found 'fp8'"):
         make_solver(inside, 'precision: "fp8"')
 
 

@@ -19,7 +19,7 @@ import torch
 from google.protobuf import text_format
 
 from netspec.frontend import prepare_net
-from netspec.graph import compile_net
+from netspec.graph import compile_net, devices
 from netspec.proto import pb
 from netspec.solver import speed
 from netspec.solver.solver import Solver
@@ -101,10 +101,19 @@ CUDA = pytest.mark.cuda
 
 
 @pytest.fixture
-def true_fp32(monkeypatch):
+def tf32_switches(monkeypatch):
+    """torch's TF32 switches and netspec's record of a tf32 request, restored after the test."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    monkeypatch.setattr(devices, "_tf32_asked", False)
+    monkeypatch.delenv(devices.TF32_ENV, raising=False)
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture
+def true_fp32(tf32_switches):
     """fp32 on CUDA without TF32 (cuDNN's default for convolutions), so fp32 is the reference."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def forward(option: str, device: torch.device) -> dict[str, torch.Tensor]:
@@ -233,3 +242,32 @@ def test_torch_compile_sees_the_net_as_one_graph():
     explained = torch._dynamo.explain(gm)(data, label)
     reasons = [b.reason.splitlines()[0] for b in explained.break_reasons]
     assert explained.graph_count == 1 and not reasons, f"{explained.graph_count} graphs; breaks: {reasons}"
+
+
+def test_a_gpu_net_computes_float32_without_tf32_unless_asked(tf32_switches, monkeypatch):
+    torch.backends.cudnn.allow_tf32 = True             # torch's own default
+    devices.float32_on_cuda()
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    monkeypatch.setenv(devices.TF32_ENV, "1")
+    devices.float32_on_cuda()
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+
+
+def test_precision_tf32_holds_for_nets_placed_after_it(tf32_switches, monkeypatch):
+    param = net_param(INPUT)
+    net = compile_net(prepare_net(param, param.state, None), pb.TRAIN, seed=3)
+    monkeypatch.setattr(speed, "net_devices", lambda net, default: [torch.device("cuda", 0)])   # as on a GPU
+    sp = solver_param("fp32")
+    sp.precision = "tf32"
+    assert speed.configure(net, sp, torch.device("cpu")) == (None, None)
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    devices.float32_on_cuda()                          # a test net placed on the GPU later
+    assert torch.backends.cudnn.allow_tf32
+
+
+@CUDA
+def test_placing_a_net_on_the_gpu_turns_tf32_off(tf32_switches):
+    torch.backends.cudnn.allow_tf32 = True
+    param = net_param(INPUT)
+    compile_net(prepare_net(param, param.state, None), pb.TRAIN, device=torch.device("cuda", 0), seed=3)
+    assert not torch.backends.cudnn.allow_tf32

@@ -24,7 +24,7 @@ from ..errors import NetspecError
 from ..frontend.validate import check_allocation
 from ..layers.base import SOURCE_DIR, Layer, layer_class
 from ..proto import pb
-from .devices import DeviceMap
+from .devices import DeviceMap, float32_on_cuda
 
 log = logging.getLogger("netspec")
 
@@ -256,6 +256,8 @@ class CompiledNet(nn.Module):
         """Move each layer to its bound device (after compiling on the CPU)."""
         for step in self.steps:
             step.layer.to(step.device)
+        if any(step.device.type == "cuda" for step in self.steps):
+            float32_on_cuda()
         return self
 
     def graph_module(self, outputs: list[str] | None = None) -> fx.GraphModule:

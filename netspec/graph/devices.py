@@ -5,9 +5,38 @@ Layers that name no device run on the net's default device.
 """
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
 from ..errors import NetspecError
+
+
+log = logging.getLogger(__name__)
+TF32_ENV = "NETSPEC_TF32"
+_tf32_asked = False        # a solver's precision: "tf32" asked for it in this process
+
+
+def float32_on_cuda() -> None:
+    """Caffe's float32 arithmetic on a GPU. torch lets cuDNN compute float32 convolutions in TF32
+    (10-bit significands) on Ampere and later GPUs unless told not to, which moves a convolution's
+    result by about 1e-3 relative; a net placed on a GPU turns that off, and cuBLAS's TF32 with it,
+    unless NETSPEC_TF32=1 or a solver's `precision: "tf32"` (use_tf32) asks for the speed instead.
+    The switches are torch's, for the whole process."""
+    tf32 = _tf32_asked or os.environ.get(TF32_ENV, "") == "1"
+    if torch.backends.cudnn.allow_tf32 != tf32 or torch.backends.cuda.matmul.allow_tf32 != tf32:
+        log.info("TF32 %s for float32 convolutions and matrix products on the GPU%s", "on" if tf32 else "off",
+                 "" if tf32 else f" (Caffe's float32; {TF32_ENV}=1 or precision: \"tf32\" for TF32)")
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def use_tf32() -> None:
+    """TF32 for this process's GPU nets, those placed already and those to come."""
+    global _tf32_asked
+    _tf32_asked = True
+    float32_on_cuda()
 
 
 class DeviceMap:

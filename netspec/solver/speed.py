@@ -1,6 +1,6 @@
 """netspec's speed options in the SolverParameter (extension fields, all off by default so that
-training is Caffe's float32 arithmetic): precision (bf16/fp16 autocast; fp16 with dynamic loss
-scaling), channels_last memory format, torch_compile, cudnn_benchmark.
+training is Caffe's float32 arithmetic): precision (tf32 on a GPU; bf16/fp16 autocast; fp16 with
+dynamic loss scaling), channels_last memory format, torch_compile, cudnn_benchmark.
 
 Loss scaling follows torch.amp.GradScaler's dynamic rule (start 2^16, halve and skip the update on
 an overflow, double after 2000 clean iterations) but works on the solver's own update rules.
@@ -25,10 +25,12 @@ import logging
 import torch
 
 from ..errors import NetspecError
+from ..graph.devices import use_tf32
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# tf32: float32 tensors, with cuDNN's and cuBLAS's TF32 arithmetic on a GPU (graph/devices.py)
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_dtype(precision: str, source=None):
@@ -120,6 +122,8 @@ def configure(net, sp, device: torch.device, source=None):
     if sp.channels_last:
         net.to(memory_format=torch.channels_last)
         log.info("Using channels_last memory format")
+    if sp.precision == "tf32" and gpus:
+        use_tf32()
     if sp.cudnn_benchmark and gpus:
         torch.backends.cudnn.benchmark = True
         log.info("cuDNN autotuning (cudnn_benchmark) on")
