@@ -228,12 +228,26 @@ def data_fed_param(source: Path, batch: int) -> pb.SolverParameter:
     return sp
 
 
+def worker_processes(batch: int) -> int:
+    """All cores but two for the Data layer's worker processes, if /dev/shm holds their batch slots
+    (float32 batches, the larger kind); else 0, threads, and a line saying why."""
+    from netspec.data.workers import check_shared_memory
+    from netspec.errors import NetspecError
+    n = max(1, (os.cpu_count() or 2) - 2)
+    try:
+        check_shared_memory((batch, 3, 227, 227), torch.float32, n + 4 + 4, n)
+    except NetspecError as e:
+        print(f"gpu_acceptance: Data layer on threads: {e}", file=sys.stderr, flush=True)
+        return 0
+    return n
+
+
 def fed_against_synthetic(cfg: Config, source: Path, variable: str, modes) -> dict:
     """{mode: (speed as a fraction of the synthetic-input Solver's, images/s)} of the Solver fed by
     the Data layer from `source` with `variable` set to each mode, interleaved with synthetic input.
     The Data layer reads the variable when its reader starts, in the first step."""
-    if cfg.device.type == "cuda":
-        os.environ.setdefault("NETSPEC_DATA_PROCESSES", str(max(1, (os.cpu_count() or 2) - 2)))
+    if cfg.device.type == "cuda" and "NETSPEC_DATA_PROCESSES" not in os.environ:
+        os.environ["NETSPEC_DATA_PROCESSES"] = str(worker_processes(cfg.batch))
     data, label = synthetic_batch(cfg.batch, cfg.device)
     synthetic = netspec_solver("alexnet", "fp32", cfg, data, label)
     fns, fed = {"synthetic": lambda: synthetic.step(cfg.iters)}, {}

@@ -6,10 +6,10 @@ keeps the records whose running offset satisfies `offset % world_size == rank` (
 rank r reads records r, r+W, r+2W, ... and the shares are disjoint; in TEST every rank reads all, as
 Caffe runs the test net on one solver. `rand_skip` skips a random number (< rand_skip) of records first.
 
-Batches are assembled by a pool of threads, `prefetch` batches ahead (OpenCV decoding and numpy's
-array arithmetic release the GIL). Records are assigned to batches in order under one lock and each
-batch draws its random crops/mirrors from its own generator seeded with (seed, rank, batch index),
-so the output does not depend on thread timing.
+Batches are assembled by a pool of threads, `prefetch` batches ahead (with worker processes, at
+least one per process; OpenCV decoding and numpy's array arithmetic release the GIL). Records are
+assigned to batches in order under one lock and each batch draws its random crops/mirrors from its
+own generator seeded with (seed, rank, batch index), so the output does not depend on thread timing.
 
 Batch buffers are recycled: a fresh 80 MB tensor per AlexNet batch costs its page faults every time,
 which can take longer than the transforms. A buffer is reused only when no tensor outside the pool
@@ -18,6 +18,7 @@ come from torch's caching host allocator instead, which also waits for asynchron
 """
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ from .datum import parse
 from .device_decode import encoded_batch
 from .transform import DataTransformer
 from .workers import ProcessAssembler, requested_processes
+
+log = logging.getLogger(__name__)
 
 # The storage's reference count (torch-internal; without it every batch gets a fresh buffer).
 _storage_refs = getattr(torch._C, "_storage_Use_Count", None)
@@ -54,6 +57,7 @@ class _BufferPool:
     def __init__(self, cap: int, pin_memory: bool, shared: bool = False):
         self.cap, self.pin_memory, self.shared = cap, pin_memory, shared
         self.items: list[tuple[torch.Tensor, int]] = []  # (buffer, its reference count when free)
+        self.registered: list[torch.Tensor] = []          # page-locked by us, unlocked in release()
         self.lock = threading.Lock()
 
     @staticmethod
@@ -70,11 +74,21 @@ class _BufferPool:
             buf = torch.empty(shape, dtype=dtype)
             if self.shared:      # worker processes write batches into it (data/workers.py)
                 buf.share_memory_()
-                if self.pin_memory:
-                    _register_pinned(buf)
             if len(self.items) < self.cap:
+                # Only the slots kept for reuse are page-locked: one used once (more batches held
+                # than the pool keeps) stays pageable, its copy synchronous, and nothing stays locked.
+                if self.shared and self.pin_memory and _register_pinned(buf):
+                    self.registered.append(buf)
                 self.items.append((buf, self._refs(buf)))
             return buf.detach()
+
+    def release(self) -> None:
+        """Unlock the slots page-locked for copies, once no copy can still be reading them."""
+        if self.registered:
+            torch.cuda.synchronize()
+            for buf in self.registered:
+                torch.cuda.cudart().cudaHostUnregister(buf.data_ptr())
+            self.registered.clear()
 
 
 class BatchReader:
@@ -107,13 +121,16 @@ class BatchReader:
         if start:
             self._resume_at(int(start))
         processes = 0 if decode_on_device else requested_processes(processes)
-        self._buffers = _BufferPool(self.prefetch + 4, pin_memory, shared=processes > 0)
+        # Batches in the making at once: `prefetch`, or one per worker process, so that none idles.
+        self.ahead = max(self.prefetch, processes)
+        self._buffers = _BufferPool(self.ahead + 4, pin_memory, shared=processes > 0)
         self._assembler = ProcessAssembler(self.source, transformer, self.batch_size, seed, rank, processes,
                                            self._buffers, self._first_shape, self.uint8) \
             if processes else None
         workers = processes or data_workers(workers, self.prefetch)   # with processes: one thread each
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="netspec-data")
-        self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor, self._assembler)
+        self._finalizer = weakref.finalize(self, _shutdown, self._pool, self.cursor, self._assembler,
+                                           self._buffers)
 
     # ---- exact resume ----------------------------------------------------------------------------
     def _offset_after(self, batches: int) -> int:
@@ -213,7 +230,7 @@ class BatchReader:
 
     # ---- the consumer -----------------------------------------------------------------------------
     def _fill(self) -> None:
-        while self._submitted < self._next_out + self.prefetch:
+        while self._submitted < self._next_out + self.ahead:
             self._pool.submit(self._task)
             self._submitted += 1
 
@@ -234,15 +251,29 @@ class BatchReader:
         self._finalizer()
 
 
-def _shutdown(pool: ThreadPoolExecutor, cursor: dbmod.Cursor, assembler=None) -> None:
+def _shutdown(pool: ThreadPoolExecutor, cursor: dbmod.Cursor, assembler=None, buffers=None) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
     if assembler is not None:
         assembler.close()
+    if buffers is not None:
+        buffers.release()
     cursor.close()
 
 
-def _register_pinned(buf: torch.Tensor) -> None:
-    """Page-lock a shared-memory buffer for asynchronous copies to the GPU (cudaHostRegister)."""
-    if torch.cuda.is_available():
-        nbytes = buf.untyped_storage().nbytes()
-        torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), nbytes, 0)
+_warned_register = False
+
+
+def _register_pinned(buf: torch.Tensor) -> bool:
+    """Page-lock a shared-memory buffer for asynchronous copies to the GPU (cudaHostRegister); False
+    where that fails (the buffer then stays pageable: copies from it are synchronous, still right)."""
+    global _warned_register
+    if not torch.cuda.is_available():
+        return False
+    nbytes = buf.untyped_storage().nbytes()
+    code = torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), nbytes, 0)
+    code = int(getattr(code, "value", code))
+    if code != 0 and not _warned_register:
+        _warned_register = True
+        log.warning("cudaHostRegister failed (CUDA error %d) for a %d MB batch slot shared with the worker "
+                    "processes: its copies to the GPU are synchronous", code, nbytes >> 20)
+    return code == 0

@@ -29,6 +29,7 @@ either way. Records of float_data always take the float path.
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -66,6 +67,23 @@ def requested_uint8(default: bool) -> bool:
     if text not in ("0", "1"):
         raise NetspecError(f"{UINT8_ENV}: expected 0 or 1, found {text!r}")
     return text == "1"
+
+
+SHM = "/dev/shm"
+
+
+def check_shared_memory(shape, dtype, slots: int, processes: int, folder: str = SHM) -> None:
+    """Refuse, in one line, batch slots that the shared-memory file system cannot hold: a container's
+    /dev/shm is 64 MB unless enlarged, and a worker writing past what it holds dies of SIGBUS."""
+    if not os.path.isdir(folder):
+        return
+    need = slots * int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise NetspecError(f"{PROCESSES_ENV}={processes}: the batches shared with the worker processes need "
+                           f"{need >> 20} MB ({slots} slots of {'x'.join(map(str, shape))} {dtype}) and "
+                           f"{folder} has {free >> 20} MB free; enlarge it (docker run --shm-size) or set "
+                           f"{PROCESSES_ENV}=0 for threads")
 
 
 def host_tensor(values: np.ndarray, pin: bool) -> torch.Tensor:
@@ -115,7 +133,7 @@ class ProcessAssembler:
     def __init__(self, source: str, transformer: DataTransformer, batch_size: int, seed: int, rank: int,
                  processes: int, slots, shape_of, uint8: bool = False):
         self.source, self.batch_size, self.seed, self.rank = source, batch_size, seed, rank
-        self.slots, self.shape_of, self.uint8 = slots, shape_of, uint8
+        self.slots, self.shape_of, self.uint8, self.processes = slots, shape_of, uint8, processes
         ctx = torch.multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
                                         initargs=(source, transformer))
@@ -123,7 +141,10 @@ class ProcessAssembler:
 
     def __call__(self, index: int, records: list) -> tuple[torch.Tensor, torch.Tensor]:
         if self.shape is None:        # the first batch's first record shapes every batch
-            self.shape = (self.batch_size,) + self.shape_of(records[0])
+            shape = (self.batch_size,) + self.shape_of(records[0])
+            check_shared_memory(shape, torch.uint8 if self.uint8 else torch.float32, self.slots.cap,
+                                self.processes)
+            self.shape = shape
         data = self.slots.take(self.shape, torch.uint8 if self.uint8 else torch.float32)
         keys = [key for key, _ in records]
         labels, params, shift = self.pool.submit(_assemble_in_worker, keys, data, self.seed, self.rank,
