@@ -41,10 +41,22 @@ class _Fake:
         self.log.append(("record_stream", self.name))
 
 
+class _Side(str):
+    """The side stream: equal to "side", and its synchronize() logged."""
+
+    def __new__(cls, name, log):
+        self = super().__new__(cls, name)
+        self.log = log
+        return self
+
+    def synchronize(self):
+        self.log.append(("synchronize", str(self)))
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     log, events = [], iter(range(100))
-    monkeypatch.setattr(staging.torch.cuda, "Stream", lambda device: "side")
+    monkeypatch.setattr(staging.torch.cuda, "Stream", lambda device: _Side("side", log))
     monkeypatch.setattr(staging.torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(staging.torch.cuda, "Event", lambda: _Fake(log, f"event{next(events)}"))
     monkeypatch.setattr(staging.torch.cuda, "current_stream", lambda device: _Fake(log, "compute"))
@@ -96,8 +108,8 @@ def test_a_batch_decoded_on_the_device_is_decoded_on_the_side_stream_in_a_thread
     stager = staging.Stager(lambda: next(batches), "cuda:0")
     (got,) = stager.next()
     assert got.name == "b0 decoded"
-    assert fake_cuda[:3] == [("decode", "b0", "cuda:0", "netspec-decode_0"), ("record", "event0"),
-                             ("wait", "event0")]
+    assert fake_cuda[:4] == [("synchronize", "side"), ("decode", "b0", "cuda:0", "netspec-decode_0"),
+                             ("record", "event0"), ("wait", "event0")]
     stager.staged.exception()        # b1's decoding, running beside the step, has ended
     assert streams == ["side", "side"] and fake_cuda[-1] == ("decode", "b1", "cuda:0", "netspec-decode_0")
     with pytest.raises(RuntimeError, match="b1 cannot be decoded"):    # raised at its own turn

@@ -58,7 +58,14 @@ class Stager:
         # does): in a thread of its own it overlaps this step whether or not it does.
         if self._decoder is None:
             self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netspec-decode")
-        return self._decoder.submit(self._copy, host)
+        return self._decoder.submit(self._decode, host)
+
+    def _decode(self, host):
+        # torchvision decodes on a stream of its own into memory the side stream's pool hands out:
+        # the side stream's earlier work (the last batch's crops) must be done before that memory is
+        # written again. Waited for here, in the decoding thread, not by the step.
+        self.stream.synchronize()
+        return self._copy(host)
 
     def next(self) -> tuple:
         staged = self._stage() if self.staged is None else self.staged
