@@ -14,16 +14,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _pycaffe_mode_per_test():
-    """pycaffe's process-wide mode (set_random_seed, set_mode_gpu, ...) back as it was after each test:
-    a seed one test sets would otherwise fill every later test's nets alike."""
+def _pristine_mode() -> dict:
     from netspec.pycaffe import net
 
-    saved = dict(net._MODE)
+    return dict(net._MODE)
+
+
+_PRISTINE_MODE = _pristine_mode()     # before any test or fixture ran
+
+
+@pytest.fixture(autouse=True)
+def _pycaffe_mode_per_test():
+    """pycaffe's process-wide mode (set_random_seed, set_mode_gpu, ...) back to the session's start
+    after each test: a seed one test or fixture sets (a module fixture's seed too, which a per-test
+    snapshot would take in) would otherwise fill every later test's nets alike."""
+    from netspec.pycaffe import net
+
     yield
     net._MODE.clear()
-    net._MODE.update(saved)
+    net._MODE.update(_PRISTINE_MODE)
 
 
 @pytest.fixture(autouse=True)
