@@ -271,3 +271,11 @@ def test_placing_a_net_on_the_gpu_turns_tf32_off(tf32_switches):
     param = net_param(INPUT)
     compile_net(prepare_net(param, param.state, None), pb.TRAIN, device=torch.device("cuda", 0), seed=3)
     assert not torch.backends.cudnn.allow_tf32
+
+
+def test_channels_last_histories_take_the_weights_layout():
+    solver = Solver(solver_param("channels_last"), None, device=torch.device("cpu"))
+    pairs = [(p.tensor, h) for p, h in zip(solver.net.learnable_params(), solver.rule.history)]
+    four_d = [(w, h) for w, h in pairs if w.dim() == 4]
+    assert four_d and all(w.is_contiguous(memory_format=torch.channels_last) for w, _ in four_d)
+    assert all(h.is_contiguous(memory_format=torch.channels_last) for _, h in four_d)

@@ -114,6 +114,10 @@ class Solver:
             check_plateau(sp, [{n: math.prod(net.blob_shapes[n]) for n in net.output_names}
                                for net in self.test_nets], source)
         log.info("Solver scaffolding done.")
+        # Speed options before the histories: with channels_last they take the weights' layout, so
+        # the multi-tensor updates read all three alike.
+        self._autocast, self._scaler = speed.configure(self.net, sp, self.device, source)
+        self._devices = speed.net_devices(self.net, self.device)   # autocast on the layers' devices
         self.rule.init(self.net.learnable_params())
         for w in sp.weights:
             self.load_weights(w)
@@ -130,8 +134,6 @@ class Solver:
         self._outputs: dict = {}
         self._fns: dict = {}
         self._inputs: dict = {}
-        self._autocast, self._scaler = speed.configure(self.net, sp, self.device, source)
-        self._devices = speed.net_devices(self.net, self.device)   # autocast on the layers' devices
         # The device-side update guard is for devices that queue work (GPUs); on the CPU it is a test.
         self._host_only = all(d.type == "cpu" for d in [*self._devices, self.device])
         self.deferred = DeferredReads()  # device values read at display time (losses, clip, overflow)

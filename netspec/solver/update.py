@@ -86,8 +86,9 @@ class UpdateRule:
     def init(self, params) -> None:
         """Zero histories shaped like each learnable blob (SGDSolver::PreSolve and the extra set)."""
         tensors = [p.tensor for p in params]
-        self.history = [torch.zeros(t.shape, dtype=torch.float32, device=t.device)
-                        for _ in range(self.states_per_param) for t in tensors]
+        # in each blob's own memory layout (channels_last weights get channels_last histories)
+        self.history = [torch.zeros_like(t, dtype=torch.float32) for _ in range(self.states_per_param)
+                        for t in tensors]
 
     @torch.no_grad()
     def apply(self, params, rate: float, iter: int, ok: torch.Tensor | None = None, defer=None) -> None:
