@@ -9,7 +9,8 @@ it runs from the checkout), with lmdb's cp312 wheel in .whl/ (git-ignored; see t
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export
     PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 timeout 470 python3 benchmarks/gpu_acceptance.py
-    --results $OUT/RESULTS.md            # carry [".whl"], timeout_s 480; rows also print as they come
+    --results $OUT/RESULTS.md            # carry [".whl"], timeout_s 480; the table is rewritten
+                                         # after every step, so a killed run leaves its finished rows
 
 Checked before its first GPU run with the device's torch (2.11) and torchvision (0.26) on the CPU:
 the suite and this dry run pass there (torch 2.11's dynamo answered torch.compiler.is_exporting()
@@ -70,6 +71,7 @@ sys.path.insert(1, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
     os.pathsep) if p])
 CHILD_TIMEOUT = 240      # seconds a started process (pytest, netspec time, torchrun) may take
+COMPILE_SECONDS = 120    # time left that a torch.compile row needs (two nets compiled, then timed)
 from common import (compile_train_net, interleaved, loss_fn, machine, median,  # noqa: E402
                     synthetic_batch)
 from train_throughput import hand_step, solver_param  # noqa: E402
@@ -100,6 +102,7 @@ class Config:
     rounds: int
     iters: int           # solver iterations per timed call
     workdir: Path
+    deadline: float | None = None    # time.perf_counter() after which no step begins
 
 
 def rate_text(x: float) -> str:
@@ -144,6 +147,11 @@ def train_steps(cfg: Config, options=OPTIONS[:3]) -> list[Row]:
     rows = []
     for model in MODELS:
         for option in options:
+            left = None if cfg.deadline is None else cfg.deadline - time.perf_counter()
+            if option == "torch_compile" and left is not None and left < COMPILE_SECONDS:
+                rows.append(Row(f"train step {model} {option} b{cfg.batch}", f"not run: {max(left, 0):.0f} s "
+                                f"left, a compile takes up to {COMPILE_SECONDS} s", ">= 0.97×", "FAIL"))
+                continue
             data, label = synthetic_batch(cfg.batch, cfg.device)
             solver = netspec_solver(model, option, cfg, data, label)
             # the loss is not read on the host, as a careful torch user would write it
@@ -482,10 +490,11 @@ STEPS = {"cuda tests": cuda_tests, "train step": train_steps, "two columns": two
          "one-rank NCCL": one_rank_nccl, "inference": inference, "train step compiled": compiled_train_steps}
 
 
-def run_steps(cfg: Config, only=None, time_limit: float | None = None) -> list[Row]:
+def run_steps(cfg: Config, only=None, time_limit: float | None = None, after_step=None) -> list[Row]:
     """Each step in turn; a step not begun by `time_limit` seconds is a row saying so, so that the
-    table is still written when a machine's time runs short."""
+    table is still written when a machine's time runs short. `after_step(rows)` after each."""
     rows, start = [], time.perf_counter()
+    cfg.deadline = None if time_limit is None else start + time_limit
     for name, fn in STEPS.items():
         if only and name not in only:
             continue
@@ -503,7 +512,25 @@ def run_steps(cfg: Config, only=None, time_limit: float | None = None) -> list[R
         for r in got:            # as it comes: a run stopped at its time limit still shows these
             print(f"  | {r.step} | {r.measured} | {r.goal} | {r.result} |", file=sys.stderr, flush=True)
         rows.extend(got)
+        if after_step is not None:
+            after_step(rows)
     return rows
+
+
+class ResultsFile:
+    """The results file, with this run's table appended and rewritten after every step: a run
+    killed at its time limit still leaves the rows it finished."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.start = os.path.getsize(path) if path and os.path.exists(path) else 0
+
+    def write(self, text: str) -> None:
+        if not self.path:
+            return
+        with open(self.path, "a+", encoding="utf-8") as f:
+            f.truncate(self.start)
+            f.write("\n" + text)
 
 
 def table(rows: list[Row]) -> str:
@@ -543,16 +570,15 @@ def main(argv=None) -> int:
     # No TF32 switch here: netspec turns TF32 off when it places a net on a GPU (Caffe's float32), and
     # the hand-written step runs under the same process-wide switches, so both sides compute alike.
     t0 = time.perf_counter()
+    results = ResultsFile(args.results or (None if dry else str(HERE / "RESULTS.md")))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(dry, device, args.batch or (1 if dry else 256), 1 if dry else 5, 1 if dry else 10, Path(tmp))
         limit = args.time_limit if args.time_limit is not None else (None if dry else 420.0)
-        rows = run_steps(cfg, args.steps.split(",") if args.steps else None, limit)
+        rows = run_steps(cfg, args.steps.split(",") if args.steps else None, limit,
+                         after_step=lambda done: results.write(report(done, cfg, time.perf_counter() - t0)))
     text = report(rows, cfg, time.perf_counter() - t0)
     print(text)
-    results = args.results or (None if dry else str(HERE / "RESULTS.md"))
-    if results:
-        with open(results, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    results.write(text)
     return 1 if any(r.result == "FAIL" for r in rows) else 0
 
 

@@ -49,3 +49,19 @@ def test_no_step_begins_after_the_time_limit_and_the_table_is_still_written(monk
     rows = ga.run_steps(ga.Config(False, torch.device("cpu"), 1, 1, 1, tmp_path), time_limit=420)
     assert [(r.step, r.result) for r in rows] == [("slow", "PASS"), ("late", "FAIL")]
     assert rows[1].measured == "not run: 500 s had passed (--time-limit 420)"
+
+
+def test_the_results_file_holds_the_rows_finished_so_far(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# earlier runs\n")
+    results = ga.ResultsFile(str(path))
+    results.write("| a | 1 |")
+    results.write("| a | 1 |\n| b | 2 |")          # after the next step: the table again, longer
+    assert path.read_text() == "# earlier runs\n\n| a | 1 |\n| b | 2 |"
+
+
+def test_a_compiled_row_needing_more_time_than_is_left_says_so(tmp_path):
+    cfg = ga.Config(False, torch.device("cpu"), 1, 1, 1, tmp_path, deadline=ga.time.perf_counter() + 30)
+    rows = ga.train_steps(cfg, options=("torch_compile",))
+    assert [r.result for r in rows] == ["FAIL", "FAIL"]
+    assert rows[0].step == "train step alexnet torch_compile b1" and rows[0].measured.startswith("not run: ")
