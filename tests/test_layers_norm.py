@@ -25,6 +25,34 @@ def test_lrn_across_channels():
     np.testing.assert_allclose(layer(torch.from_numpy(x).float()).numpy(), want, rtol=1e-5)
 
 
+def _lrn_gradient_float64(x, dy, size, alpha, beta, k):
+    """d(LRN across channels)/dx · dy by autograd through the formula in float64."""
+    x = x.detach().double().requires_grad_()
+    pre = (size - 1) // 2
+    padded = torch.nn.functional.pad(x * x, (0, 0, 0, 0, pre, pre))
+    window = sum(padded[:, c:c + x.shape[1]] for c in range(size))
+    (x * (k + alpha / size * window) ** -beta).backward(dy.double())
+    return x.grad
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_lrn_across_channels_backward_is_the_formulas_gradient(dtype, tol):
+    """Training takes Caffe's closed-form backward; against autograd through the formula in float64
+    (alpha large enough that the second term matters), for float32 and bf16 (autocast) inputs."""
+    size, alpha, beta, k = 5, 0.3, 0.75, 2.0
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.normal(0, 3, (2, 9, 3, 4))).to(dtype).requires_grad_()
+    dy = torch.tensor(rng.normal(size=(2, 9, 3, 4))).to(dtype)
+    layer = make_layer(f'type: "LRN" lrn_param {{ local_size: {size} alpha: {alpha} beta: {beta} k: {k} }}',
+                       [tuple(x.shape)])
+    y = layer(x)
+    y.backward(dy)
+    want = _lrn_gradient_float64(x, dy, size, alpha, beta, k)
+    assert y.dtype == dtype and x.grad.dtype == dtype
+    err = float((x.grad.double() - want).abs().max() / want.abs().max())
+    assert err <= tol, f"worst difference {err:.2g} of the largest gradient"
+
+
 def test_lrn_within_channel_ignores_k():
     """Caffe computes (1 + alpha/n² Σ_{nxn} x²)^-beta with zero padding: k plays no part."""
     x = np.random.default_rng(1).normal(size=(1, 2, 5, 6))

@@ -121,9 +121,11 @@ class LRN(Layer):
         pre = (self.size - 1) // 2
         sq = x * x
         if self.across:
+            training = torch.is_grad_enabled() and x.requires_grad
+            if training:        # Caffe's closed-form backward: two saved tensors, not a chain of them
+                return _AcrossChannels.apply(x, self, out_dtype)
             total = _window_sums(sq, self.size)     # Caffe's k + (alpha/n)·Σ x² over the n-channel window
-            inplace = not (torch.is_grad_enabled() and x.requires_grad)
-            if inplace and self.k > 0 and self.alpha >= 0:      # inference: no new tensors
+            if self.k > 0 and self.alpha >= 0:      # inference: no new tensors
                 total.mul_(self.alpha / self.size).add_(self.k)
                 return total.log_().mul_(-self.beta).exp_().mul_(x).to(out_dtype)
             scale = self.k + (self.alpha / self.size) * total
@@ -143,6 +145,33 @@ class LRN(Layer):
         if base > 0 and self.alpha >= 0:
             return torch.exp(torch.log(scale) * -self.beta)
         return scale.pow(-self.beta)
+
+
+class _AcrossChannels(torch.autograd.Function):
+    """ACROSS_CHANNELS LRN for training with Caffe's own backward (lrn_layer.cpp,
+    CrossChannelBackward): dx = dy·scale^-β − (2αβ/n)·x·Σ_window(dy·y/scale). Autograd through the
+    forward's shifted adds, log and exp keeps every intermediate and runs about twice the kernels;
+    this keeps the input (in its own dtype) and the scale. The forward is the layer's own, the
+    arithmetic float32 whatever autocast gave (x² overflows float16 from |x| = 256)."""
+
+    @staticmethod
+    def forward(ctx, x, layer, out_dtype):
+        xf = x.float()
+        scale = _window_sums(xf * xf, layer.size).mul_(layer.alpha / layer.size).add_(layer.k)
+        ctx.save_for_backward(x, scale)
+        ctx.layer = layer
+        return (xf * layer._power(scale)).to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, scale = ctx.saved_tensors
+        layer = ctx.layer
+        xf, dyf = x.float(), dy.float()
+        power = layer._power(scale)                           # scale^-β
+        ratio = dyf * xf * power / scale                      # dy·y/scale
+        coeff = 2.0 * layer.alpha * layer.beta / layer.size
+        dx = dyf * power - coeff * xf * _window_sums(ratio, layer.size)
+        return dx.to(x.dtype), None, None
 
 
 @register("BatchNorm")
