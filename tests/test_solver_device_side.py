@@ -241,3 +241,18 @@ def test_solver_autocasts_on_its_nets_devices(tmp_path, monkeypatch):
     with torch.no_grad():
         solver._forward(solver.net)
     assert entered == [("cpu", torch.bfloat16)]
+
+
+def test_without_display_lines_the_deferred_values_are_still_read_now_and_then(tmp_path, monkeypatch):
+    from netspec.solver import solver as solver_mod
+
+    monkeypatch.setattr(solver_mod, "MAX_DEFERRED", 6)
+    solver = make_solver(tmp_path, "display: 0 test_interval: 1000 test_initialization: false")
+    solver._host_only = False            # as on a GPU: losses and flags wait for a host read
+    sizes = []
+    real_add = solver.deferred.add
+    monkeypatch.setattr(solver.deferred, "add",
+                        lambda v, h: (real_add(v, h), sizes.append(len(solver.deferred))))
+    solver.step(20)
+    assert sizes and max(sizes) <= 6 + 2, max(sizes)     # a loss and a label flag per iteration at most
+    assert len(solver.losses) > 0

@@ -84,6 +84,9 @@ def fit_device_map(spec: str | None, device: torch.device) -> DeviceMap:
     return dm
 
 
+MAX_DEFERRED = 1000    # device values kept for the next host read before one is made anyway
+
+
 class Solver:
     """Caffe's Solver over CompiledNets: `net` (TRAIN), `test_nets`, `iter`, `current_step`."""
 
@@ -285,8 +288,10 @@ class Solver:
             self._seed(0)
             self._watch_loss(self._iteration_loss(), start_iter)
             self._watch_labels()
-            if display:
-                self.deferred.flush()   # the losses since the last display: one host read
+            if display or len(self.deferred) >= MAX_DEFERRED:
+                # the losses since the last display: one host read (also without display lines, every
+                # MAX_DEFERRED values, so that a long run neither piles them up nor learns of a NaN late)
+                self.deferred.flush()
             if display and self.root:
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - iterations_last) / (lapse or 1)
