@@ -12,9 +12,9 @@ BGR in one gather, and transform.Normaliser does the float arithmetic as in uint
 Pixels: torchvision's CPU decoder is libjpeg-turbo, as OpenCV's, and gives OpenCV's pixels exactly
 (tests); nvJPEG's IDCT and chroma upsampling are not libjpeg's (gpu_acceptance.py measures how far
 its pixels are from OpenCV's), so on CUDA the mode gives up Caffe's exact pixels for speed, and is
-off unless asked for. Records it cannot take
-(not JPEG, 12-bit, arithmetic-coded or lossless, CMYK) are decoded on the host with OpenCV as
-usual, cropped there, and join the batch on the device.
+off unless asked for. Records it cannot take (not JPEG, 12-bit, arithmetic-coded or lossless,
+CMYK) are decoded on the host with OpenCV as usual, cropped there, and join the batch on the device.
+torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec; they still work.
 """
 from __future__ import annotations
 
