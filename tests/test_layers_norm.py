@@ -184,3 +184,17 @@ def test_bias_layer():
     with torch.no_grad():
         layer.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     assert torch.allclose(layer(x), x + torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
+def test_lrn_gradient_is_the_same_under_torch_compile():
+    """torch 2.11's dynamo sent the training Function's gradient to the wrong output (all zeros)
+    when its forward returned `.to()` of a tensor already in the right dtype."""
+    layer = make_layer('type: "LRN" lrn_param { local_size: 5 alpha: 0.5 beta: 0.75 k: 2 }', [(2, 8, 4, 4)])
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.normal(0, 3, (2, 8, 4, 4)), dtype=torch.float32, requires_grad=True)
+    dy = torch.tensor(rng.normal(size=(2, 8, 4, 4)), dtype=torch.float32)
+    layer(x).backward(dy)
+    want, x.grad = x.grad.clone(), None
+    torch.compile(lambda t: layer(t), backend="eager", fullgraph=True)(x).backward(dy)
+    torch._dynamo.reset()
+    assert want.abs().max() > 0.1 and torch.allclose(x.grad, want, rtol=1e-5, atol=1e-6)

@@ -117,13 +117,14 @@ class LRN(Layer):
     def _lrn(self, x):
         # In float32 whatever autocast gave us: x² overflows float16 from |x| = 256 (AlexNet's conv1
         # on 0-255 pixels reaches that), and the loss scaler would then shrink for ever.
-        out_dtype, x = x.dtype, x.float()
+        out_dtype = x.dtype
+        if self.across and torch.is_grad_enabled() and x.requires_grad:
+            # training: Caffe's closed-form backward, two saved tensors instead of a chain of them
+            return _AcrossChannels.apply(x, self, out_dtype)
+        x = x.float()
         pre = (self.size - 1) // 2
         sq = x * x
         if self.across:
-            training = torch.is_grad_enabled() and x.requires_grad
-            if training:        # Caffe's closed-form backward: two saved tensors, not a chain of them
-                return _AcrossChannels.apply(x, self, out_dtype)
             total = _window_sums(sq, self.size)     # Caffe's k + (alpha/n)·Σ x² over the n-channel window
             if self.k > 0 and self.alpha >= 0:      # inference: no new tensors
                 total.mul_(self.alpha / self.size).add_(self.k)
@@ -160,7 +161,10 @@ class _AcrossChannels(torch.autograd.Function):
         scale = _window_sums(xf * xf, layer.size).mul_(layer.alpha / layer.size).add_(layer.k)
         ctx.save_for_backward(x, scale)
         ctx.layer = layer
-        return (xf * layer._power(scale)).to(out_dtype)
+        y = xf * layer._power(scale)
+        # No .to() when the dtype is already right: torch 2.11's dynamo, compiling this Function,
+        # then sent the gradient to the wrong output (dx all zeros under torch.compile).
+        return y if y.dtype == out_dtype else y.to(out_dtype)
 
     @staticmethod
     def backward(ctx, dy):
