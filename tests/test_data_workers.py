@@ -82,7 +82,8 @@ def test_only_the_kept_shared_slots_are_page_locked_and_all_are_unlocked(monkeyp
             return 0
 
     monkeypatch.setattr(reader_mod.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(reader_mod.torch.cuda, "synchronize", lambda: calls.append(("sync",)))
+    monkeypatch.setattr(reader_mod.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(reader_mod.torch.cuda, "synchronize", lambda device: calls.append(("sync", device)))
     monkeypatch.setattr(reader_mod.torch.cuda, "cudart", lambda: Cudart(0))
     pool = reader_mod._BufferPool(2, pin_memory=True, shared=True)
     held = [pool.take((4, 4)) for _ in range(3)]       # all held: the third is beyond the pool's 2
@@ -90,7 +91,7 @@ def test_only_the_kept_shared_slots_are_page_locked_and_all_are_unlocked(monkeyp
     assert len(locked) == 2 and [b.data_ptr() for b, _ in pool.items] == [p[0] for p in locked]
     pool.release()
     unlocked = [c for c in calls if c[0] == "unlock"]
-    assert calls[2] == ("sync",) and unlocked == [("unlock", p[0]) for p in locked]
+    assert calls[2:4] == [("sync", 0), ("sync", 1)] and unlocked == [("unlock", p[0]) for p in locked]
     assert held[2].data_ptr() not in [p[0] for p in locked]
     monkeypatch.setattr(reader_mod.torch.cuda, "cudart", lambda: Cudart(712))   # already registered
     monkeypatch.setattr(reader_mod, "_warned_register", False)

@@ -92,13 +92,16 @@ class EncodedBatch:
     def to_device(self, device, decode=None) -> tuple:
         """(data uint8 N x C x crop x crop, label, params, shift), all on `device`."""
         device = torch.device(device)
+        # Decoded before anything else is queued: torchvision writes on a stream of its own into
+        # memory this stream's pool hands out, so no block this stream frees may be pending then.
+        images = _decoded(self, device, decode or decode_jpegs) if self.jpegs else None
         params = self.params.to(device, non_blocking=True)
         n, (c, oh, ow) = len(self.label), self.out_shape
         crops = None
-        if self.jpegs:
+        if images is not None:
             offsets = params if not self.host_rows else \
                 params[torch.tensor(self.jpeg_rows, device=device)]
-            crops = _decoded_crops(self, _decoded(self, device, decode or decode_jpegs), offsets)
+            crops = _decoded_crops(self, images, offsets)
         if not self.host_rows:
             data = crops
         else:

@@ -85,7 +85,8 @@ class _BufferPool:
     def release(self) -> None:
         """Unlock the slots page-locked for copies, once no copy can still be reading them."""
         if self.registered:
-            torch.cuda.synchronize()
+            for device in range(torch.cuda.device_count()):   # whichever GPU a copy went to
+                torch.cuda.synchronize(device)
             for buf in self.registered:
                 torch.cuda.cudart().cudaHostUnregister(buf.data_ptr())
             self.registered.clear()
