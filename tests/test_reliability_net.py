@@ -117,6 +117,29 @@ def test_train_label_out_of_range_is_named_at_the_next_display(tmp_path, label):
     solver.net.close()
 
 
+@pytest.mark.parametrize("loss", [
+    'layer { name: "loss" type: "HingeLoss" bottom: "ip" bottom: "label" top: "loss" }',
+    'layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }\n'
+    'layer { name: "loss" type: "MultinomialLogisticLoss" bottom: "prob" bottom: "label" top: "loss" }',
+])
+def test_other_losses_on_a_gpu_name_a_bad_label_at_the_next_display(tmp_path, monkeypatch, loss):
+    """As on a GPU (no host read per forward): the label is clamped for the forward, kept on the
+    device, and named at the display with its iteration, as SoftmaxWithLoss names it."""
+    from netspec.layers import loss_extra
+
+    monkeypatch.setattr(loss_extra, "_checked_at_once", lambda labels: False)
+    path = write_run(tmp_path, 13, 99)
+    net = (tmp_path / "net.prototxt").read_text()
+    start = net.index('layer { name: "loss"')
+    (tmp_path / "net.prototxt").write_text(net[:start] + loss + net[net.index("\n", start):])
+    sp, path = load_solver(path)
+    solver = Solver(sp, path, device="cpu")
+    with pytest.raises(NetspecError, match=r"layer 'loss': iteration 3: label 99 is outside \[0, 4\)"):
+        solver.solve()
+    assert solver.iter <= 6
+    solver.net.close()
+
+
 def test_train_label_out_of_range_from_the_cli_is_one_line(tmp_path, capsys):
     write_run(tmp_path, 2, 99)
     assert main(["train", str(tmp_path / "solver.prototxt"), "--no-progress"]) == 1

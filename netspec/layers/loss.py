@@ -58,10 +58,7 @@ class _Classify(Layer):
         would make the host wait for the device every iteration)."""
         bad = valid & ((labels < 0) | (labels >= classes))
         if labels.device.type != "meta" and self.label_flag.device == labels.device:
-            flat, bad_flat = labels.reshape(-1), bad.reshape(-1)
-            first = flat.gather(0, bad_flat.to(torch.int64).argmax().reshape(1))
-            note = torch.cat([bad_flat.any().reshape(1).to(torch.int64), first])
-            self.label_flag.copy_(torch.where(self.label_flag[0] > 0, self.label_flag, note))
+            note_bad_labels(self.label_flag, labels, bad)
         return valid & ~bad
 
 
@@ -169,9 +166,19 @@ class Accuracy(_Classify):
             return acc, per_class.to(x.dtype)
 
 
+def note_bad_labels(flag: torch.Tensor, labels: torch.Tensor, bad: torch.Tensor) -> None:
+    """Keep the first out-of-range label in `flag` ([1, label]; left as it is once set), on the
+    labels' device: no host read."""
+    flat, bad_flat = labels.reshape(-1), bad.reshape(-1)
+    first = flat.gather(0, bad_flat.to(torch.int64).argmax().reshape(1))
+    note = torch.cat([bad_flat.any().reshape(1).to(torch.int64), first])
+    flag.copy_(torch.where(flag[0] > 0, flag, note))
+
+
 def label_flags(net) -> list:
-    """(layer, its label_flag) for every layer of `net` that checks its label range."""
-    return [(step.layer, step.layer.label_flag) for step in net.steps if isinstance(step.layer, _Classify)]
+    """(layer, its label_flag) for every layer of `net` that checks its label range on the device."""
+    return [(step.layer, step.layer.label_flag) for step in net.steps
+            if isinstance(getattr(step.layer, "label_flag", None), torch.Tensor)]
 
 
 def label_error(layer, flag, where: str) -> NetspecError | None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..formats.binaryproto import read_binaryproto
 from ..proto import pb
 from .base import Layer, canonical_axis, register
+from .loss import note_bad_labels
 
 log = logging.getLogger("netspec")
 N = pb.LossParameter
@@ -50,17 +51,35 @@ def _normalizer(mode: int, outer: int, inner: int, valid):
     return max(1.0, {N.FULL: float(outer * inner), N.BATCH_SIZE: float(outer), N.NONE: 1.0}[mode])
 
 
-def _labels_in_range(layer: Layer, labels, classes: int, valid=None) -> None:
-    """One-line error for a label outside [0, classes): Caffe would read past the row (or DCHECK)."""
+def _add_label_flag(layer: Layer) -> None:
+    """The device-side record of an out-of-range label (loss.note_bad_labels; read by the solver)."""
+    layer.register_buffer("label_flag", torch.zeros(2, dtype=torch.int64), persistent=False)
+
+
+def _checked_at_once(labels) -> bool:
+    """Labels on the CPU are checked as they come: reading the check costs nothing there."""
+    return labels.device.type == "cpu"
+
+
+def _labels_in_range(layer: Layer, labels, classes: int, valid=None):
+    """Labels outside [0, classes), where Caffe would read past the row (or DCHECK): on the CPU a
+    one-line error at once; on a GPU the first one is kept in `label_flag` for the solver's next
+    read (no host wait every iteration) and the labels come back clamped, so that nothing indexes
+    past the row meanwhile. Returns the labels to use."""
     if torch.compiler.is_compiling() or labels.device.type == "meta":
-        return
+        return labels
     bad = (labels < 0) | (labels >= classes)
     if valid is not None:
         bad &= valid
+    if not _checked_at_once(labels):
+        layer.classes = classes
+        note_bad_labels(layer.label_flag, labels, bad)
+        return labels.clamp(0, classes - 1)
     if bool(bad.any()):
         found = labels[bad][0].item()
         raise layer.run_error(f"label {found} is out of range: bottom '{layer.lp.bottom[1]}' must hold "
                               f"class indices in [0, {classes})")
+    return labels
 
 
 class _Loss(Layer):
@@ -133,12 +152,13 @@ class HingeLoss(_Loss):
 
     def setup(self, bottom_shapes):
         self.squared = self.param.norm == pb.HingeLossParameter.L2
+        _add_label_flag(self)
 
     def forward(self, x, label):
         n = x.shape[0]
         rows = _wide(x).reshape(n, -1)
         labels = label.detach().reshape(-1)[:n].to(torch.int64)  # Caffe reads the first N values
-        _labels_in_range(self, labels, rows.shape[1])
+        labels = _labels_in_range(self, labels, rows.shape[1])
         sign = 1.0 - 2.0 * F.one_hot(labels, rows.shape[1]).to(rows.dtype)
         t = (1.0 + rows * sign).clamp(min=0)
         return (t * t if self.squared else t).sum() / n
@@ -150,6 +170,9 @@ class MultinomialLogisticLoss(_Loss):
 
     exact_bottoms = 2
 
+    def setup(self, bottom_shapes):
+        _add_label_flag(self)
+
     def check_shapes(self, bottom_shapes):
         if not _ones_after_axis(bottom_shapes[1], 1):
             raise self.shape_error(f"bottom 1 '{self.lp.bottom[1]}' (labels) must be N×1×1×1; "
@@ -159,7 +182,7 @@ class MultinomialLogisticLoss(_Loss):
         n = prob.shape[0]
         rows = _wide(prob).reshape(n, -1)
         labels = label.detach().reshape(n).to(torch.int64)
-        _labels_in_range(self, labels, rows.shape[1])
+        labels = _labels_in_range(self, labels, rows.shape[1])
         picked = rows.gather(1, labels.unsqueeze(1)).squeeze(1)
         return -_floored_log(picked).sum() / n
 
@@ -222,6 +245,7 @@ class InfogainLoss(_Loss):
             raise self.error("loss_param.normalize is deprecated for InfogainLoss; use normalization")
         self.normalization = lp.normalization
         self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
+        _add_label_flag(self)
         self.axis = canonical_axis(p.axis, len(bottom_shapes[0]), self)
         classes = bottom_shapes[0][self.axis]
         if len(bottom_shapes) == 3:
@@ -265,7 +289,7 @@ class InfogainLoss(_Loss):
         labels = label.detach().reshape(outer, -1).to(torch.int64)
         valid = torch.ones_like(labels, dtype=torch.bool) if self.ignore_label is None \
             else labels != self.ignore_label
-        _labels_in_range(self, labels, classes, valid)
+        labels = _labels_in_range(self, labels, classes, valid)
         h = (self.h_from_file if h is None else h.detach()).to(scores.dtype).reshape(classes, classes)
         prob = F.softmax(scores, dim=1)
         # Caffe floors the probability at 1e-20 in the value only; its gradient is p·ΣH[y] - H[y]
