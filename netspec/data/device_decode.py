@@ -27,6 +27,7 @@ import torch
 from ..errors import NetspecError
 from ..formats.image_header import check_size, jpeg_frame
 from .datum import parse
+from .transform import crop_window
 
 DECODE_ENV = "NETSPEC_DATA_DECODE"
 # Frame types nvJPEG and libjpeg-turbo both decode: baseline, extended Huffman, progressive.
@@ -143,19 +144,14 @@ def _decoded_crops(batch: EncodedBatch, images: list[torch.Tensor], offsets: tor
     in one gather (each other size needs a gather of its own). `offsets`: (h_off, w_off, mirror)."""
     c, oh, ow = batch.out_shape
     device = images[0].device
-    offsets = offsets.to(torch.int64)
     channels = torch.arange(c - 1, -1, -1, device=device)      # RGB -> BGR; gray stays
-    across = torch.arange(ow, device=device)
-    down = torch.arange(oh, device=device)
     by_size: dict[tuple, list[int]] = {}
     for i, image in enumerate(images):
         by_size.setdefault(tuple(image.shape), []).append(i)
     out = None
     for members in by_size.values():
         stack = torch.stack([images[i] for i in members]) if len(members) > 1 else images[members[0]][None]
-        off = offsets[members] if len(by_size) > 1 else offsets
-        rows = off[:, 0:1] + down
-        cols = off[:, 1:2] + torch.where(off[:, 2:3] != 0, ow - 1 - across, across)
+        rows, cols = crop_window(offsets[members] if len(by_size) > 1 else offsets, oh, ow)
         picked = torch.arange(len(members), device=device)
         cut = stack[picked[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None],
                     cols[:, None, None, :]]

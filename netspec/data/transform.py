@@ -204,10 +204,7 @@ class Normaliser:
 
     def _mean_crops(self, mean: torch.Tensor, offsets: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
         """(N, C, oh, ow): each image's window of the mean file, mirrored as its pixels are."""
-        off = offsets.to(torch.int64)
-        rows = off[:, 0:1] + torch.arange(oh, device=off.device)
-        across = torch.arange(ow, device=off.device)
-        cols = off[:, 1:2] + torch.where(off[:, 2:3] != 0, ow - 1 - across, across)
+        rows, cols = crop_window(offsets, oh, ow)
         return mean[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)
 
     def __call__(self, data: torch.Tensor, offsets: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -224,3 +221,12 @@ class Normaliser:
         if t.scale != 1:
             x *= float(t.scale)
         return x
+
+
+def crop_window(offsets: torch.Tensor, oh: int, ow: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source rows (N, oh) and columns (N, ow) of each image's crop, int64, from its (h_off,
+    w_off, mirror): row h_off + y, column w_off + x, or w_off + ow-1-x for a mirrored image."""
+    off = offsets.to(torch.int64)
+    rows = off[:, 0:1] + torch.arange(oh, device=off.device)
+    across = torch.arange(ow, device=off.device)
+    return rows, off[:, 1:2] + torch.where(off[:, 2:3] != 0, ow - 1 - across, across)
