@@ -105,38 +105,20 @@ class UpdateRule:
                                f"{len(self.history)} (call init(params) first)", file=self.file)
         diffs = [_diff(p.tensor) for p in params]
         weights = [p.tensor for p in params]
-        # SGD's own arithmetic can be made a no-op where `ok` is False (masked_sgd); the other rules
-        # keep copies of the weights and histories and put them back.
-        masked = ok is not None and type(self).compute_update is UpdateRule.compute_update
-        kept = None if masked else self._keep(weights, ok)
+        # SGD's own arithmetic can be made a no-op where `ok` is False (compute_updates); the other
+        # rules keep copies of the weights and histories and put them back.
+        multi_tensor = type(self).compute_update is UpdateRule.compute_update
+        kept = None if multi_tensor else self._keep(weights, ok)
         self.clip_gradients(diffs, defer)
         for idx, lr_mult, decay_mult in _groups(params):
             group = [diffs[i] for i in idx]
             self.normalize_all(group)
             self.regularize_all([weights[i] for i in idx], group, decay_mult)
-            local_rate = float(f32(rate) * f32(lr_mult))
-            if masked:
-                self.masked_sgd(idx, group, local_rate, ok)
-            else:
-                self.compute_updates(idx, group, local_rate, iter)
+            self.compute_updates(idx, group, float(f32(rate) * f32(lr_mult)), iter,
+                                 ok=ok if multi_tensor else None)
         _net_update(weights, diffs)
         if kept is not None:
             self._restore_unless(ok, weights + self.history, kept)
-
-    def masked_sgd(self, idx, diffs, local_rate: float, ok: torch.Tensor) -> None:
-        """SGD's update of blobs `idx` (one device) that changes nothing where `ok` is False, without
-        copies of the state: the diffs are zeroed (NaNs too), the momentum is 1 and the update left
-        in the diffs is 0; where `ok` is True every operation is the unguarded one's or a product by
-        exactly 1, so the result is bit for bit the same."""
-        flag = ok.to(diffs[0].device, non_blocking=True)
-        not_ok = ~flag
-        for d in diffs:
-            d.masked_fill_(not_ok, 0.0)
-        h = [self.history[i] for i in idx]
-        torch._foreach_mul_(h, torch.where(flag, float(self.momentum), 1.0).to(torch.float32))
-        torch._foreach_add_(h, diffs, alpha=local_rate)
-        torch._foreach_copy_(diffs, h)
-        torch._foreach_mul_(diffs, flag.to(torch.float32))
 
     def _keep(self, weights, ok):
         """Copies of the state the update writes (weights, histories), for a guarded update."""
@@ -196,17 +178,30 @@ class UpdateRule:
         source = ws if self.param.regularization_type == "L2" else torch._foreach_sign(ws)
         torch._foreach_add_(diffs, source, alpha=float(local_decay))
 
-    def compute_updates(self, idx, diffs, local_rate: float, iter: int) -> None:
-        """ComputeUpdateValue of blobs `idx` sharing one rate: SGD's with multi-tensor kernels, other
-        rules blob by blob through their `compute_update`."""
+    def compute_updates(self, idx, diffs, local_rate: float, iter: int, ok=None) -> None:
+        """ComputeUpdateValue of blobs `idx` (one device) sharing one rate: SGD's with multi-tensor
+        kernels, other rules blob by blob through their `compute_update`.
+
+        SGD takes the guard `ok` itself, without copies of the state: where it is False the diffs
+        are zeroed (NaNs too), the momentum is 1 and the update left in the diffs is 0; where it is
+        True every added operation is a product by exactly 1, so the result is bit for bit the
+        unguarded one's."""
         if type(self).compute_update is not UpdateRule.compute_update:
             for i, diff in zip(idx, diffs):
                 self.compute_update(i, diff, local_rate, iter)
             return
+        momentum = float(self.momentum)
+        if ok is not None:
+            flag = ok.to(diffs[0].device, non_blocking=True)
+            for d in diffs:
+                d.masked_fill_(~flag, 0.0)
+            momentum = torch.where(flag, momentum, 1.0).to(torch.float32)
         h = [self.history[i] for i in idx]
-        torch._foreach_mul_(h, float(self.momentum))
+        torch._foreach_mul_(h, momentum)
         torch._foreach_add_(h, diffs, alpha=local_rate)
         torch._foreach_copy_(diffs, h)
+        if ok is not None:
+            torch._foreach_mul_(diffs, flag.to(torch.float32))
 
     def compute_update(self, i: int, diff, local_rate: float, iter: int) -> None:
         """h = momentum * h + local_rate * diff; diff = h."""
