@@ -122,15 +122,13 @@ class LRN(Layer):
             # training: Caffe's closed-form backward, two saved tensors instead of a chain of them
             return _AcrossChannels.apply(x, self, out_dtype)
         x = x.float()
-        pre = (self.size - 1) // 2
-        sq = x * x
         if self.across:
-            total = _window_sums(sq, self.size)     # Caffe's k + (alpha/n)·Σ x² over the n-channel window
+            scale = self._across_scale(x)
             if self.k > 0 and self.alpha >= 0:      # inference: no new tensors
-                total.mul_(self.alpha / self.size).add_(self.k)
-                return total.log_().mul_(-self.beta).exp_().mul_(x).to(out_dtype)
-            scale = self.k + (self.alpha / self.size) * total
+                return scale.log_().mul_(-self.beta).exp_().mul_(x).to(out_dtype)
         else:
+            pre = (self.size - 1) // 2
+            sq = x * x
             if min(x.shape[2:]) < self.size:
                 sq, pad = F.pad(sq, (pre, pre, pre, pre)), 0
             else:
@@ -138,6 +136,10 @@ class LRN(Layer):
             mean = F.avg_pool2d(sq, self.size, stride=1, padding=pad, count_include_pad=True)
             scale = 1.0 + self.alpha * mean
         return (x * self._power(scale)).to(out_dtype)
+
+    def _across_scale(self, x):
+        """Caffe's k + (alpha/n)·Σ x² over the n-channel window centred on each channel (float32)."""
+        return _window_sums(x * x, self.size).mul_(self.alpha / self.size).add_(self.k)
 
     def _power(self, scale):
         """scale^-beta. Where scale is surely positive (k > 0 or the within-channel 1, alpha >= 0) as
@@ -158,7 +160,7 @@ class _AcrossChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, layer, out_dtype):
         xf = x.float()
-        scale = _window_sums(xf * xf, layer.size).mul_(layer.alpha / layer.size).add_(layer.k)
+        scale = layer._across_scale(xf)
         ctx.save_for_backward(x, scale)
         ctx.layer = layer
         y = xf * layer._power(scale)
