@@ -38,7 +38,7 @@ class _Classify(Layer):
     def _setup_axis(self, bottom_shapes, axis: int):
         self.axis = canonical_axis(axis, len(bottom_shapes[0]), self)
         self.classes = self._geometry(*bottom_shapes)[1]
-        self.register_buffer("label_flag", torch.zeros(2, dtype=torch.int64), persistent=False)
+        add_label_flag(self)
 
     def _split(self, x, label):
         """Scores as (outer, C, inner) and labels as (outer, inner) int64."""
@@ -164,6 +164,12 @@ class Accuracy(_Classify):
             hits = (onehot & right.unsqueeze(-1)).sum(dim=(0, 1))
             per_class = torch.where(seen > 0, hits / seen.clamp(min=1), torch.zeros((), device=x.device))
             return acc, per_class.to(x.dtype)
+
+
+def add_label_flag(layer: Layer) -> None:
+    """`label_flag`: the first out-of-range label ([1, label], else [0, 0]) kept on the layer's
+    device by note_bad_labels, and read by the solver and `netspec test` (label_flags)."""
+    layer.register_buffer("label_flag", torch.zeros(2, dtype=torch.int64), persistent=False)
 
 
 def note_bad_labels(flag: torch.Tensor, labels: torch.Tensor, bad: torch.Tensor) -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..formats.binaryproto import read_binaryproto
 from ..proto import pb
 from .base import Layer, canonical_axis, register
-from .loss import note_bad_labels
+from .loss import add_label_flag, note_bad_labels
 
 log = logging.getLogger("netspec")
 N = pb.LossParameter
@@ -49,11 +49,6 @@ def _normalizer(mode: int, outer: int, inner: int, valid):
     if mode == N.VALID:
         return valid.sum().to(torch.float32).clamp(min=1.0)
     return max(1.0, {N.FULL: float(outer * inner), N.BATCH_SIZE: float(outer), N.NONE: 1.0}[mode])
-
-
-def _add_label_flag(layer: Layer) -> None:
-    """The device-side record of an out-of-range label (loss.note_bad_labels; read by the solver)."""
-    layer.register_buffer("label_flag", torch.zeros(2, dtype=torch.int64), persistent=False)
 
 
 def _checked_at_once(labels) -> bool:
@@ -152,7 +147,7 @@ class HingeLoss(_Loss):
 
     def setup(self, bottom_shapes):
         self.squared = self.param.norm == pb.HingeLossParameter.L2
-        _add_label_flag(self)
+        add_label_flag(self)
 
     def forward(self, x, label):
         n = x.shape[0]
@@ -171,7 +166,7 @@ class MultinomialLogisticLoss(_Loss):
     exact_bottoms = 2
 
     def setup(self, bottom_shapes):
-        _add_label_flag(self)
+        add_label_flag(self)
 
     def check_shapes(self, bottom_shapes):
         if not _ones_after_axis(bottom_shapes[1], 1):
@@ -245,7 +240,7 @@ class InfogainLoss(_Loss):
             raise self.error("loss_param.normalize is deprecated for InfogainLoss; use normalization")
         self.normalization = lp.normalization
         self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
-        _add_label_flag(self)
+        add_label_flag(self)
         self.axis = canonical_axis(p.axis, len(bottom_shapes[0]), self)
         classes = bottom_shapes[0][self.axis]
         if len(bottom_shapes) == 3:
