@@ -77,7 +77,7 @@ def check_shared_memory(shape, dtype, slots: int, processes: int, folder: str = 
     /dev/shm is 64 MB unless enlarged, and a worker writing past what it holds dies of SIGBUS."""
     if not os.path.isdir(folder):
         return
-    need = slots * int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+    need = slots * int(np.prod(shape)) * dtype.itemsize
     free = shutil.disk_usage(folder).free
     if need > free:
         raise NetspecError(f"{PROCESSES_ENV}={processes}: the batches shared with the worker processes need "

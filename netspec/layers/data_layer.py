@@ -159,7 +159,7 @@ class DataLayer(Layer):
                 batch = self.reader().next()
         except NetspecError as e:
             raise e if e.layer else self.error(str(e)) from None
-        if device.type != "cuda" and (device.type != "cpu" or hasattr(batch, "to_device")):
+        if device.type != "cuda":     # (a CPU batch's tensors stay as they are: .to() is a no-op)
             try:
                 batch = to_device(batch, device)
             except NetspecError as e:
