@@ -75,6 +75,7 @@ CHILD_TIMEOUT = 240      # seconds a started process (pytest, netspec time, torc
 COMPILE_SECONDS = 120    # time left that a torch.compile row needs (two nets compiled, then timed)
 from common import (compile_train_net, interleaved, loss_fn, machine, median,  # noqa: E402
                     synthetic_batch)
+from data_workers import write_db  # noqa: E402
 from train_throughput import hand_step, solver_param  # noqa: E402
 
 from netspec.data import db as dbmod  # noqa: E402
@@ -287,21 +288,6 @@ def data_fed(cfg: Config) -> list[Row]:
                 verdict(got[mode][0] >= 0.9, cfg, strict=False)) for mode, what in modes.items()]
 
 
-def write_jpeg_lmdb(path: Path, records: int) -> Path:
-    """256x256 photo-like JPEGs (smooth, so they compress as photographs do: about 20 KB at q90)."""
-    import cv2
-    rng = np.random.default_rng(0)
-    base = cv2.resize(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (256, 256))
-    w = dbmod.Writer(path)
-    for i in range(records):
-        img = np.clip(np.roll(base, i, axis=1) + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
-        d = pb.Datum(channels=3, height=256, width=256, label=i % 1000, encoded=True,
-                     data=cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-        w.put(dbmod.caffe_key(i, f"{i}.JPEG"), d.SerializeToString())
-    w.close()
-    return path
-
-
 def nvjpeg_pixels(source: Path, device: torch.device) -> Row:
     """How far the device decoder's pixels are from OpenCV's (Caffe's), over the first 64 records."""
     import cv2
@@ -326,7 +312,7 @@ def jpeg_fed(cfg: Config) -> list[Row]:
     from netspec.data.device_decode import check_decoder
     from netspec.errors import NetspecError
     records = 16 if cfg.dry else max(4 * cfg.batch, 1024)
-    source = write_jpeg_lmdb(cfg.workdir / "acceptance_jpeg_lmdb", records)
+    source = write_db(cfg.workdir / "acceptance_jpeg_lmdb", records, encoded=True)   # 256x256, q90
     try:
         check_decoder()
         modes = {"host": "decoded on the host by OpenCV",
